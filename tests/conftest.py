@@ -1,0 +1,154 @@
+"""Test fixtures: one AWS emulator server process (moto) per test session.
+
+Every test that talks to "AWS" gets `aws_env`, a dict of environment
+variables that points boto3 (in this process and in subprocesses such as
+`python run.py ...` or a worker) at the emulator with dummy credentials.
+The emulator is reset before each such test.
+"""
+import ctypes
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REGION = "us-east-1"
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _die_with_parent():
+    """Linux: the emulator gets SIGTERM if pytest dies (an orphan spins a CPU)."""
+    os.setsid()
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+def _wait_ready(proc, url, timeout=30):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            return False
+        try:
+            with urllib.request.urlopen(url + "/moto-api/config", timeout=1) as r:
+                if 200 <= r.status < 300:
+                    return True
+        except OSError:
+            pass
+        time.sleep(0.1)  # polling interval for readiness, not a wait for work
+    raise RuntimeError("AWS emulator did not answer within %ss" % timeout)
+
+
+def _stop(proc):
+    for sig, wait in ((signal.SIGTERM, 5), (signal.SIGKILL, 5)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+@pytest.fixture(scope="session")
+def emulator(tmp_path_factory):
+    """Start `moto_server` on a free 127.0.0.1 port; yield its URL."""
+    logdir = tmp_path_factory.mktemp("emulator")
+    exe = os.path.join(os.path.dirname(sys.executable), "moto_server")
+    cmd = [exe] if os.path.exists(exe) else [sys.executable, "-m", "moto.server"]
+    for _attempt in range(5):
+        port = _free_port()
+        url = "http://127.0.0.1:%d" % port
+        log = open(logdir / ("moto-%d.log" % port), "wb")
+        proc = subprocess.Popen(
+            cmd + ["-H", "127.0.0.1", "-p", str(port)],
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            preexec_fn=_die_with_parent,
+            env=dict(os.environ, MOTO_IAM_LOAD_MANAGED_POLICIES="true"),
+        )
+        if _wait_ready(proc, url):
+            break
+        log.close()  # exited at once: port taken, try another
+    else:
+        raise RuntimeError("could not start the AWS emulator")
+    try:
+        yield url
+    finally:
+        _stop(proc)
+        log.close()
+
+
+def emulator_env(url, home):
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("AWS_") or k in ("AWS_EC2_METADATA_DISABLED",)}
+    cfg = os.path.join(home, "aws-config")
+    creds = os.path.join(home, "aws-credentials")
+    for path in (cfg, creds):
+        open(path, "a").close()
+    env.update(
+        AWS_ENDPOINT_URL=url,
+        AWS_ACCESS_KEY_ID="testing",
+        AWS_SECRET_ACCESS_KEY="testing",
+        AWS_SESSION_TOKEN="testing",
+        AWS_DEFAULT_REGION=REGION,
+        AWS_EC2_METADATA_DISABLED="true",
+        AWS_CONFIG_FILE=cfg,
+        AWS_SHARED_CREDENTIALS_FILE=creds,
+        HOME=home,
+        PYTHONUNBUFFERED="1",
+    )
+    return env
+
+
+@pytest.fixture
+def aws_env(emulator, tmp_path, monkeypatch):
+    """Reset the emulator and point this process and its children at it."""
+    req = urllib.request.Request(emulator + "/moto-api/reset", method="POST")
+    urllib.request.urlopen(req, timeout=10).close()
+    home = tmp_path / "home"
+    home.mkdir()
+    env = emulator_env(emulator, str(home))
+    for k in list(os.environ):
+        if k.startswith("AWS_") and k not in env:
+            monkeypatch.delenv(k)
+    for k, v in env.items():
+        if k.startswith("AWS_") or k == "HOME":
+            monkeypatch.setenv(k, v)
+    return env
+
+
+@pytest.fixture
+def boto(aws_env):
+    """boto3 clients against the emulator: boto('sqs')."""
+    import boto3
+    session = boto3.session.Session(region_name=REGION)
+    return lambda service: session.client(service)
+
+
+def run_py(args, env, cwd=REPO, timeout=300, input=None):
+    """Run `python run.py ARGS` as a user would; return CompletedProcess."""
+    return subprocess.run(
+        [sys.executable, os.path.join(REPO, "run.py")] + list(args),
+        cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout,
+        input=input,
+    )
+
+
+def write_json(path, data):
+    with open(path, "w") as f:
+        json.dump(data, f, indent=2)
+    return str(path)
