@@ -1,0 +1,496 @@
+"""The Distributed-Something worker: SQS job in, tool run, S3 outputs out.
+
+One process handles one job at a time:
+  receive (long poll) -> heartbeat keeps the message invisible -> check if
+  already done -> download inputs -> run COMMAND -> upload outputs ->
+  delete (success) | make visible again (failure; SQS's redrive policy moves
+  it to the dead-letter queue after JOB_RETRIES receives).
+
+Configuration comes only from the environment (the ECS task definition);
+see documentation/worker.md. Source compatible with Python 2.7 and 3.9+.
+"""
+from __future__ import print_function
+
+import logging
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import dsjob  # noqa: E402  (lives next to this file, not on sys.path)
+
+import boto3  # noqa: E402
+from botocore.exceptions import BotoCoreError, ClientError  # noqa: E402
+
+try:
+    import watchtower
+except ImportError:  # logs then go to stdout only
+    watchtower = None
+
+LONG_POLL_SECONDS = 20
+# After SIGTERM the tool gets this long to exit before SIGKILL; ECS gives the
+# whole container 30 s by default, and the message must be released first.
+TOOL_TERM_GRACE = 1.5
+UPLOAD_ATTEMPTS = 5
+MAX_BACKOFF = 60.0
+
+LOG = logging.getLogger("ds.worker")
+
+
+def monotonic():
+    # time.monotonic is Python 3 only; on 2.7 wall time is the best we have.
+    return getattr(time, "monotonic", time.time)()
+
+
+def _int_env(name, default):
+    value = os.environ.get(name, "")
+    try:
+        return int(value) if value.strip() else default
+    except ValueError:
+        raise SystemExit("worker: environment variable %s=%r is not an integer"
+                         % (name, value))
+
+
+class Settings(object):
+    """The env contract, read once at start."""
+
+    def __init__(self, env):
+        self.app_name = env.get("APP_NAME", "DS")
+        self.queue_url = env.get("SQS_QUEUE_URL", "")
+        self.bucket = env.get("AWS_BUCKET", "")
+        self.region = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION")
+        self.log_group = env.get("LOG_GROUP_NAME", "")
+        self.lease = max(1, _int_env("SQS_MESSAGE_VISIBILITY", 600))
+        self.check_if_done = dsjob.env_bool(env.get("CHECK_IF_DONE_BOOL"))
+        self.expected_files = _int_env("EXPECTED_NUMBER_FILES", 1)
+        self.min_size = _int_env("MIN_FILE_SIZE_BYTES", 1)
+        self.necessary = env.get("NECESSARY_STRING", "")
+        self.command = env.get("COMMAND", "")
+        self.scratch = env.get("WORKER_SCRATCH") or tempfile.gettempdir()
+        missing = [n for n, v in (("SQS_QUEUE_URL", self.queue_url),
+                                  ("COMMAND", self.command)) if not v]
+        if missing:
+            raise SystemExit("worker: missing environment variable(s) %s; the "
+                             "ECS task definition (run.py setup) sets them"
+                             % ", ".join(missing))
+
+
+class Stopping(Exception):
+    """SIGTERM/SIGINT arrived while a job was in progress."""
+
+
+class Job(object):
+    """State of the job in progress, shared with the signal-handling thread."""
+
+    def __init__(self, message):
+        self.message = message
+        self.receipt = message["ReceiptHandle"]
+        self.attempt = message.get("Attributes", {}).get(
+            "ApproximateReceiveCount", "?")
+        self.name = "unnamed"
+        self.proc = None
+        self.finished = threading.Event()  # set once the message is settled
+        self.lock = threading.Lock()       # serializes settle vs. release
+
+
+class Worker(object):
+    def __init__(self, settings):
+        self.s = settings
+        session = boto3.session.Session(region_name=settings.region)
+        # Clients are thread-safe; the session is not, so make them all here.
+        self.sqs = session.client("sqs")
+        self.s3 = session.client("s3")
+        self.logs = session.client("logs") if settings.log_group else None
+        self.stop = threading.Event()
+        self.job = None
+        self.tag = "[%s %s:%d]" % (settings.app_name, socket.gethostname(),
+                                   os.getpid())
+
+    # ---- logging -------------------------------------------------------
+    def _job_handler(self, name):
+        if watchtower is None or self.logs is None:
+            return None
+        try:
+            return watchtower.CloudWatchLogHandler(
+                log_group_name=self.s.log_group, log_stream_name=name,
+                boto3_client=self.logs, create_log_group=True)
+        except TypeError:
+            # watchtower < 1.0 (the Python 2.7 image) spells the kwargs
+            # differently and takes a session instead of a client.
+            return watchtower.CloudWatchLogHandler(
+                log_group=self.s.log_group, stream_name=name,
+                boto3_session=boto3.session.Session(region_name=self.s.region),
+                create_log_group=True)
+        except Exception as e:  # CloudWatch trouble must not stop the work
+            LOG.warning("%s CloudWatch logging unavailable for %s: %s",
+                        self.tag, name, e)
+            return None
+
+    # ---- SQS -----------------------------------------------------------
+    def run(self):
+        LOG.info("%s worker started pid=%d queue=%s lease=%ss", self.tag,
+                 os.getpid(), self.s.queue_url, self.s.lease)
+        failures = 0
+        while not self.stop.is_set():
+            try:
+                resp = self.sqs.receive_message(
+                    QueueUrl=self.s.queue_url, MaxNumberOfMessages=1,
+                    WaitTimeSeconds=LONG_POLL_SECONDS,
+                    VisibilityTimeout=self.s.lease,
+                    AttributeNames=["ApproximateReceiveCount"])
+                failures = 0
+            except ClientError as e:
+                code = e.response.get("Error", {}).get("Code", "")
+                if "NonExistentQueue" in code or "QueueDoesNotExist" in code:
+                    LOG.error("%s queue %s does not exist; run `python run.py "
+                              "setup` first", self.tag, self.s.queue_url)
+                    return 2
+                failures += 1
+                self._backoff("receive_message", e, failures)
+                continue
+            except BotoCoreError as e:
+                failures += 1
+                self._backoff("receive_message", e, failures)
+                continue
+            for message in resp.get("Messages", []):
+                if self.stop.is_set():
+                    # Arrived as we were told to stop: hand it straight back.
+                    self._set_visibility(message["ReceiptHandle"], 0)
+                    continue
+                self.handle(message)
+        return 0
+
+    def _backoff(self, what, error, failures):
+        delay = min(MAX_BACKOFF, 2 ** min(failures, 6)) * random.uniform(0.5, 1)
+        LOG.warning("%s %s failed (%s); retrying in %.1fs", self.tag, what,
+                    error, delay)
+        self.stop.wait(delay)
+
+    def _set_visibility(self, receipt, seconds):
+        try:
+            self.sqs.change_message_visibility(
+                QueueUrl=self.s.queue_url, ReceiptHandle=receipt,
+                VisibilityTimeout=seconds)
+            return True
+        except (ClientError, BotoCoreError) as e:
+            LOG.warning("%s change_message_visibility(%s) failed: %s",
+                        self.tag, seconds, e)
+            return False
+
+    def _heartbeat(self, job, done):
+        # Extend the lease every lease/3 s so a slow job is never handed to
+        # a second worker; two missed beats still leave a third of the lease.
+        interval = self.s.lease / 3.0
+        while not done.wait(interval):
+            if not self._set_visibility(job.receipt, self.s.lease):
+                LOG.warning("%s %s: heartbeat failed; another worker may "
+                            "receive this job", self.tag, job.name)
+
+    # ---- one job -------------------------------------------------------
+    def handle(self, message):
+        job = Job(message)
+        self.job = job
+        received = monotonic()
+        done = threading.Event()
+        beat = threading.Thread(target=self._heartbeat, args=(job, done))
+        beat.daemon = True
+        beat.start()
+        log = logging.getLogger("ds.job.%d" % os.getpid())
+        log.propagate = False
+        log.setLevel(logging.INFO)
+        stdout = logging.StreamHandler(sys.stdout)
+        log.addHandler(stdout)
+        cw = None
+        outcome, exit_code, tool_seconds = "FAILED", None, 0.0
+        try:
+            try:
+                parsed = dsjob.parse_message(message["Body"])
+                job.name = dsjob.job_name(parsed)
+            except dsjob.JobError as e:
+                parsed = None
+                error = e
+            stdout.setFormatter(logging.Formatter(
+                "%(asctime)s " + self.tag + " " + job.name + ": %(message)s"))
+            cw = self._job_handler(job.name)
+            if cw is not None:
+                cw.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+                log.addHandler(cw)
+            log.info("START job %s attempt %s message %s", job.name,
+                     job.attempt, message.get("MessageId"))
+            if parsed is None:
+                raise error
+            outcome, exit_code, tool_seconds = self.work(job, parsed, log)
+        except Stopping:
+            outcome = "INTERRUPTED"
+        except dsjob.JobError as e:
+            log.error("job error: %s", e)
+        except Exception as e:  # a bug or AWS trouble: retry via SQS
+            log.exception("unexpected error: %s", e)
+        finally:
+            done.set()
+            beat.join()
+            total = monotonic() - received
+            with job.lock:
+                if job.finished.is_set():
+                    outcome = "INTERRUPTED"  # released by the signal handler
+                elif outcome in ("SUCCESS", "SKIPPED-already-done"):
+                    try:
+                        self.sqs.delete_message(QueueUrl=self.s.queue_url,
+                                                ReceiptHandle=job.receipt)
+                    except (ClientError, BotoCoreError) as e:
+                        # The outputs are safe in S3; a rerun would find them
+                        # (check-if-done) or overwrite them with equal ones.
+                        log.warning("delete_message failed: %s", e)
+                else:
+                    # Visible again at once: another attempt starts promptly
+                    # and the redrive policy counts this receive.
+                    self._set_visibility(job.receipt, 0)
+                job.finished.set()
+            log.info("END job %s outcome %s exit_code %s attempt %s "
+                     "duration %.3fs tool %.3fs", job.name, outcome, exit_code,
+                     job.attempt, total, tool_seconds)
+            for h in (stdout, cw):
+                if h is not None:
+                    log.removeHandler(h)
+                    h.flush()
+                    h.close()
+            self.job = None
+
+    def work(self, job, parsed, log):
+        s = self.s
+        spec = dsjob.merge(parsed)
+        inputs = [dsjob.split_s3(i, s.bucket) for i in dsjob.inputs(spec)]
+        output = None
+        if "output" in spec:
+            bucket, key = dsjob.split_s3(spec["output"], s.bucket, "output")
+            output = (bucket, dsjob.as_prefix(key))
+        # Render before touching S3 so a bad template fails in milliseconds.
+        scratch = tempfile.mkdtemp(prefix=job.name[:60] + "-", dir=s.scratch)
+        try:
+            in_dir = os.path.join(scratch, "input")
+            out_dir = os.path.join(scratch, "output")
+            os.mkdir(in_dir)
+            os.mkdir(out_dir)
+            command = dsjob.render(s.command, spec, {
+                "input_dir": in_dir, "output_dir": out_dir,
+                "job_name": job.name})
+            if s.check_if_done:
+                if output is None:
+                    log.info("check-if-done: job has no \"output\"; running it")
+                elif self._remote_done(output):
+                    log.info("already done: s3://%s/%s has %d+ files of >= %d "
+                             "bytes%s; skipping", output[0], output[1],
+                             s.expected_files, s.min_size,
+                             " containing %r" % s.necessary if s.necessary else "")
+                    return "SKIPPED-already-done", None, 0.0
+            for bucket, key in inputs:
+                self._check_stop()
+                self._download(bucket, key, in_dir, log)
+            self._check_stop()
+            log.info("RUN %s", command)
+            started = monotonic()
+            code = self._run_tool(job, command, scratch, in_dir, out_dir, log)
+            tool_seconds = monotonic() - started
+            self._check_stop()
+            if code != 0:
+                log.error("tool exited with code %s", code)
+                return "FAILED", code, tool_seconds
+            produced = list(_walk(out_dir))
+            if s.check_if_done and not dsjob.is_done(
+                    ((rel, os.path.getsize(p)) for rel, p in produced),
+                    s.expected_files, s.min_size, s.necessary):
+                log.error("tool exited 0 but its output folder does not meet "
+                          "the done condition (%d files; want %d of >= %d "
+                          "bytes%s)", len(produced), s.expected_files,
+                          s.min_size, ", one named like %r" % s.necessary
+                          if s.necessary else "")
+                return "FAILED", code, tool_seconds
+            if produced and output is None:
+                log.error("tool wrote %d file(s) but the job has no \"output\" "
+                          "key, so they would be lost", len(produced))
+                return "FAILED", code, tool_seconds
+            for rel, path in produced:
+                self._upload(path, output[0], output[1] + rel, log)
+            if output is not None:
+                log.info("uploaded %d file(s) to s3://%s/%s", len(produced),
+                         output[0], output[1])
+            return "SUCCESS", code, tool_seconds
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+    def _check_stop(self):
+        if self.stop.is_set():
+            raise Stopping()
+
+    def _remote_done(self, output):
+        bucket, prefix = output
+        pages = self.s3.get_paginator("list_objects_v2").paginate(
+            Bucket=bucket, Prefix=prefix)
+        objects = ((o["Key"], o["Size"]) for page in pages
+                   for o in page.get("Contents", []))
+        return dsjob.is_done(objects, self.s.expected_files, self.s.min_size,
+                             self.s.necessary)
+
+    def _download(self, bucket, key, in_dir, log):
+        if key and not key.endswith("/"):
+            try:
+                self.s3.head_object(Bucket=bucket, Key=key)
+            except ClientError as e:
+                if e.response.get("Error", {}).get("Code") not in (
+                        "404", "NoSuchKey", "NotFound"):
+                    raise
+            else:
+                dest = os.path.join(in_dir, key.rsplit("/", 1)[-1])
+                self.s3.download_file(bucket, key, dest)
+                log.info("downloaded s3://%s/%s", bucket, key)
+                return
+        prefix = dsjob.as_prefix(key)
+        count = 0
+        pages = self.s3.get_paginator("list_objects_v2").paginate(
+            Bucket=bucket, Prefix=prefix)
+        for page in pages:
+            for obj in page.get("Contents", []):
+                rel = obj["Key"][len(prefix):]
+                if not rel or rel.endswith("/"):
+                    continue  # folder marker objects made by the S3 console
+                dest = os.path.normpath(os.path.join(in_dir, rel))
+                if not dest.startswith(in_dir + os.sep):
+                    raise dsjob.JobError("input key %r would land outside the "
+                                         "input folder" % obj["Key"])
+                parent = os.path.dirname(dest)
+                if not os.path.isdir(parent):
+                    os.makedirs(parent)
+                self.s3.download_file(bucket, obj["Key"], dest)
+                count += 1
+        if not count:
+            raise dsjob.JobError("input s3://%s/%s matched no object (neither "
+                                 "a key nor a prefix)" % (bucket, key))
+        log.info("downloaded %d file(s) from s3://%s/%s", count, bucket, prefix)
+
+    def _upload(self, path, bucket, key, log):
+        # Exponential backoff on failure only; a stop request cuts it short
+        # (the message is then released and the job rerun elsewhere).
+        for attempt in range(1, UPLOAD_ATTEMPTS + 1):
+            try:
+                self.s3.upload_file(path, bucket, key)
+                return
+            except (ClientError, BotoCoreError) as e:
+                if attempt == UPLOAD_ATTEMPTS:
+                    raise
+                delay = min(MAX_BACKOFF, 2 ** attempt) * random.uniform(0.5, 1)
+                log.warning("upload of s3://%s/%s failed (%s); retry %d in "
+                            "%.1fs", bucket, key, e, attempt, delay)
+                if self.stop.wait(delay):
+                    raise Stopping()
+
+    def _run_tool(self, job, command, cwd, in_dir, out_dir, log):
+        shell = "/bin/bash" if os.path.exists("/bin/bash") else "/bin/sh"
+        env = dict(os.environ, INPUT_DIR=in_dir, OUTPUT_DIR=out_dir,
+                   JOB_NAME=job.name)
+        # Own session = own process group, so stop() can kill the tool and
+        # everything it spawned without touching this worker.
+        proc = subprocess.Popen([shell, "-c", command], cwd=cwd, env=env,
+                                stdin=open(os.devnull, "rb"),
+                                stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT,
+                                preexec_fn=os.setsid, close_fds=True)
+        job.proc = proc
+        if self.stop.is_set():  # a signal raced with the start
+            _kill_group(proc, signal.SIGKILL)
+        for raw in iter(proc.stdout.readline, b""):
+            log.info("| %s", raw.decode("utf-8", "replace").rstrip("\r\n"))
+        proc.stdout.close()
+        return proc.wait()
+
+    # ---- stopping --------------------------------------------------------
+    def shutdown(self):
+        """Called from the main thread after SIGTERM/SIGINT."""
+        self.stop.set()
+        job = self.job
+        if job is None:
+            return
+        proc = job.proc
+        if proc is not None and proc.poll() is None:
+            _kill_group(proc, signal.SIGTERM)
+            deadline = monotonic() + TOOL_TERM_GRACE
+            while proc.poll() is None and monotonic() < deadline:
+                job.finished.wait(0.05)  # poll for the tool's exit
+            _kill_group(proc, signal.SIGKILL)
+        # Give the job thread a moment to settle the message itself (it logs
+        # the outcome); if it is stuck (e.g. mid-download) release it here.
+        if not job.finished.wait(2.0):
+            with job.lock:
+                if not job.finished.is_set():
+                    self._set_visibility(job.receipt, 0)
+                    job.finished.set()
+                    LOG.info("%s released job %s for another worker",
+                             self.tag, job.name)
+
+
+def _kill_group(proc, sig):
+    try:
+        os.killpg(proc.pid, sig)
+    except OSError:
+        pass  # already gone
+
+
+def _walk(root):
+    """(relative path with "/" separators, absolute path) of every file."""
+    for dirpath, _dirs, files in os.walk(root):
+        for f in sorted(files):
+            path = os.path.join(dirpath, f)
+            rel = os.path.relpath(path, root).replace(os.sep, "/")
+            yield rel, path
+
+
+def main():
+    logging.basicConfig(level=logging.INFO, stream=sys.stdout,
+                        format="%(asctime)s %(message)s")
+    # botocore logs every retry at INFO; keep the job logs readable.
+    for name in ("botocore", "boto3", "s3transfer", "urllib3"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    worker = Worker(Settings(os.environ))
+    stop_signal = []
+
+    def on_signal(signum, _frame):
+        stop_signal.append(signum)
+        worker.stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+
+    # The job loop runs in a thread so the main thread stays free to react
+    # to signals at once, even while the loop sits in a 20 s long poll.
+    result = []
+    loop = threading.Thread(target=lambda: result.append(worker.run()))
+    loop.daemon = True
+    loop.start()
+    while loop.is_alive() and not worker.stop.is_set():
+        # A timeout keeps the wait interruptible by signals on Python 2.7.
+        worker.stop.wait(1.0)
+    if stop_signal:
+        LOG.info("%s signal %d: stopping", worker.tag, stop_signal[0])
+        worker.shutdown()
+        job = worker.job
+        if job is None or job.finished.is_set():
+            # An idle loop is inside a long poll it cannot abandon: leave
+            # without it. A job thread still logging its end gets a moment.
+            loop.join(0.5 if job is not None else 0)
+        sys.stdout.flush()
+        LOG.info("%s stopped", worker.tag)
+        sys.stdout.flush()
+        os._exit(0)  # daemon threads may sit in a long poll; don't wait
+    loop.join()
+    sys.stdout.flush()
+    return result[0] if result else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
