@@ -125,15 +125,20 @@ def job_name(message):
 
     The merged "job_name" key if given, else the group's values joined by
     "-" in the group's own order; restricted to [A-Za-z0-9_.=-], at most 200
-    characters. A job with no usable name gets a stable hash of its content,
-    so retries of the same job still share one log stream.
+    characters. The group's "input" and "output" paths are left out when it
+    has other keys (Plate, Well, ...), since those name a job better than
+    long S3 paths. A job with no usable name gets a stable hash of its
+    content, so retries of the same job still share one log stream.
     """
     job = merge(message)
     if job.get("job_name") not in (None, ""):
         raw = "-".join(value_words("job_name", job["job_name"]))
     else:
+        group = message.get("group") or {}
+        items = [(k, v) for k, v in group.items()
+                 if k not in ("input", "output")] or list(group.items())
         parts = []
-        for key, value in (message.get("group") or {}).items():
+        for key, value in items:
             if isinstance(value, dict):
                 value = json.dumps(value, sort_keys=True)
             parts.extend(value_words(key, value))
