@@ -1,0 +1,8 @@
+"""The control plane of Distributed-Something: one module per AWS concern.
+
+settings  config.py -> Settings            jobs     job file -> SQS messages
+aws       boto3 clients, AWS errors        queue    SQS queues, submission, counts
+cluster   ECS cluster, task def, service   fleet    spot fleet request and its events
+logs      log groups and export            dashboard CloudWatch dashboard and alarms
+monitor   watch a run and tear it down     local    the whole run on this machine
+"""

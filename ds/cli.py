@@ -1,0 +1,26 @@
+"""From parsed command-line arguments to the step that does the work."""
+from .aws import Session
+from .settings import load, to_bool
+
+
+def dispatch(args):
+    settings = load(args.config)
+    if args.command == "local":
+        from . import local
+        return local.run(settings, args)
+    aws = Session(settings)
+    if args.command == "setup":
+        from .commands import setup
+        setup(aws, settings)
+    elif args.command == "submitJob":
+        from .commands import submit_job
+        submit_job(aws, settings, args.jobfile)
+    elif args.command == "startCluster":
+        from .commands import start_cluster
+        start_cluster(aws, settings, args.fleetfile)
+    elif args.command == "monitor":
+        from .monitor import monitor
+        cheapest = args.cheapest or to_bool(args.cheapest_flag, "the monitor's last argument",
+                                            "command line")
+        monitor(aws, settings, args.monitorfile, cheapest=cheapest)
+    return 0

@@ -1,0 +1,140 @@
+"""setup, submitJob and startCluster: what each step asks of AWS, in order."""
+import datetime
+import json
+import os
+import sys
+import time
+
+import botocore.exceptions
+
+from .aws import explain
+from .errors import UserError
+from . import cluster, dashboard, fleet, jobs, logs, queue
+
+STARTUP_TIMEOUT = 15 * 60   # how long startCluster waits for the fleet's machines
+
+
+def check_bucket(s3, bucket):
+    try:
+        s3.head_bucket(Bucket=bucket)
+    except botocore.exceptions.ClientError as e:
+        code = e.response.get("Error", {}).get("Code", "")
+        if code in ("404", "NoSuchBucket", "NotFound"):
+            raise UserError("Bucket %s does not exist: create it (aws s3 mb s3://%s) or fix "
+                            "AWS_BUCKET in config.py." % (bucket, bucket))
+        if code in ("403", "AccessDenied", "Forbidden"):
+            raise UserError("Bucket %s exists but these credentials may not use it: fix "
+                            "AWS_BUCKET or AWS_PROFILE in config.py." % bucket)
+        with explain("reach bucket %s" % bucket):
+            raise
+
+
+def setup(aws, settings):
+    """Queues, ECS cluster, task definition and service (desired count 0)."""
+    check_bucket(aws.client("s3"), settings.AWS_BUCKET)
+    url = queue.ensure_queues(aws.client("sqs"), settings)
+    print("Queue %s is ready (dead-letter queue %s after %d tries)."
+          % (settings.SQS_QUEUE_NAME, settings.dead_letter_queue_name, settings.JOB_RETRIES))
+    ecs = aws.client("ecs")
+    if cluster.ensure_cluster(ecs, settings):
+        print("Created ECS cluster %s." % settings.ECS_CLUSTER)
+    arn = cluster.register_task_definition(ecs, settings, url)
+    print("Registered task definition %s." % arn.rsplit("/", 1)[-1])
+    cluster.ensure_service(ecs, settings, arn)
+    print("Service %s is ready with 0 workers; submitJob and startCluster come next."
+          % cluster.service_name(settings))
+
+
+def submit_job(aws, settings, path):
+    """One SQS message per group of the job file; nothing is sent if any group is bad."""
+    bodies = jobs.load_messages(path, settings.COMMAND)
+    sqs = aws.client("sqs")
+    url = queue.require_url(sqs, settings.SQS_QUEUE_NAME)
+    progress = None
+    if len(bodies) >= 1000:
+        from tqdm import tqdm
+        progress = tqdm(total=len(bodies), unit="job", desc="Submitting", file=sys.stderr)
+    try:
+        unsent = queue.send_all(sqs, url, bodies, progress)
+    finally:
+        if progress is not None:
+            progress.close()
+    sent = len(bodies) - len(unsent)
+    if sent:
+        queue.add_submitted(sqs, url, sent)
+    print("Queued %d job%s from %s on %s." % (sent, "" if sent == 1 else "s", path,
+                                              settings.SQS_QUEUE_NAME))
+    if unsent:
+        rest = save_unsent(path, bodies, unsent)
+        raise UserError("%d job%s could not be sent; they are saved in %s: submit that file "
+                        "once AWS answers again (the %d sent are not repeated)."
+                        % (len(unsent), "" if len(unsent) == 1 else "s", rest, sent))
+    return sent
+
+
+def save_unsent(path, bodies, unsent):
+    """Write the groups that were not sent as a job file of their own."""
+    first = json.loads(bodies[unsent[0]])
+    shared = {k: v for k, v in first.items() if k != "group"}
+    shared["groups"] = [json.loads(bodies[i])["group"] for i in unsent]
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    out = "%s.unsent-%s.json" % (os.path.splitext(path)[0], stamp)
+    with open(out, "w") as f:
+        json.dump(shared, f, indent=2)
+    return out
+
+
+def write_monitor_file(settings, fleet_id, path):
+    info = {
+        "MONITOR_FLEET_ID": fleet_id,
+        "MONITOR_APP_NAME": settings.APP_NAME,
+        "MONITOR_ECS_CLUSTER": settings.ECS_CLUSTER,
+        "MONITOR_QUEUE_NAME": settings.SQS_QUEUE_NAME,
+        "MONITOR_DEAD_LETTER_QUEUE": settings.dead_letter_queue_name,
+        "MONITOR_BUCKET_NAME": settings.AWS_BUCKET,
+        "MONITOR_LOG_GROUP_NAME": settings.LOG_GROUP_NAME,
+        "MONITOR_START_TIME": str(int(time.time())),
+        "MONITOR_JOBS_PER_MACHINE": settings.jobs_per_machine,
+        "CLEAN_DASHBOARD": settings.CLEAN_DASHBOARD,
+    }
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(info, f, indent=2)
+    os.replace(tmp, path)  # a half-written monitor file would strand the run
+
+
+def start_cluster(aws, settings, path, timeout=STARTUP_TIMEOUT):
+    """Request the spot fleet, start the workers, wait for machines."""
+    config = fleet.build_request(settings, jobs.read_json(path, "fleet file"), path)
+    ecs, ec2 = aws.client("ecs"), aws.client("ec2")
+    if not cluster.describe_service(ecs, settings):
+        raise UserError("Service %s does not exist: run `python run.py setup` first."
+                        % cluster.service_name(settings))
+    s3 = aws.client("s3")
+    check_bucket(s3, settings.AWS_BUCKET)
+    with explain("upload the ECS agent config to s3://%s" % settings.AWS_BUCKET):
+        s3.put_object(Bucket=settings.AWS_BUCKET, Key=fleet.ecs_config_key(settings),
+                      Body=fleet.ecs_config(settings).encode())
+    started = datetime.datetime.now(datetime.timezone.utc)
+    fleet_id = fleet.request(ec2, config, path)
+    monitor_path = fleet.monitor_file_path(settings)
+    write_monitor_file(settings, fleet_id, monitor_path)
+    print("Requested %d machine%s (%s) as spot fleet %s." % (
+        settings.CLUSTER_MACHINES, "" if settings.CLUSTER_MACHINES == 1 else "s",
+        ", ".join(settings.MACHINE_TYPE), fleet_id))
+    logs.ensure_groups(aws.client("logs"), settings)
+    tasks = settings.CLUSTER_MACHINES * settings.TASKS_PER_MACHINE
+    cluster.set_desired_count(ecs, settings, tasks)
+    print("Service %s asks for %d worker task%s." % (cluster.service_name(settings), tasks,
+                                                    "" if tasks == 1 else "s"))
+    if settings.CREATE_DASHBOARD:
+        dashboard.create(aws.client("cloudwatch"), settings)
+        print("Dashboard %s is in the CloudWatch console." % settings.APP_NAME)
+    running = fleet.wait_for_machines(ec2, fleet_id, settings.CLUSTER_MACHINES, started, timeout)
+    print("%d machine%s running. Next: python run.py monitor %s"
+          % (running, " is" if running == 1 else "s are", monitor_path))
+    if settings.AUTO_MONITOR:
+        print("AUTO_MONITOR is set, but monitoring without a laptop is not built yet: "
+              "run the monitor command above and leave it running.")
+    return fleet_id

@@ -1,0 +1,78 @@
+"""Job files: read, check every group, build one SQS message body per group.
+
+The format is Distributed-Something's: top-level keys are shared by all jobs,
+`groups` is a list of objects (one job each), and any key containing
+`_comment` is dropped. A message is the shared keys plus `"group": {...}`.
+The whole file is checked before anything is sent, so a bad group never
+leaves a half-submitted run.
+"""
+import json
+import os
+import sys
+
+from .errors import UserError
+
+WORKER_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "worker")
+# SQS refuses a message (or a batch) larger than this many bytes.
+MAX_MESSAGE_BYTES = 262144
+BUILTIN_PLACEHOLDERS = {"input_dir", "output_dir", "job_name"}
+
+
+def _template_placeholders(command):
+    """The placeholders of COMMAND, parsed by the worker's own code."""
+    if WORKER_DIR not in sys.path:
+        sys.path.insert(0, WORKER_DIR)
+    import dsjob
+    try:
+        return set(dsjob.placeholders(command))
+    except ValueError as e:
+        raise UserError("config.py: COMMAND is not a valid template: %s" % e)
+
+
+def _drop_comments(obj):
+    return {k: v for k, v in obj.items() if "_comment" not in k}
+
+
+def read_json(path, what="job file"):
+    if not os.path.isfile(path):
+        raise UserError("%s: %s not found." % (path, what))
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except json.JSONDecodeError as e:
+        raise UserError("%s line %d column %d: not valid JSON (%s); fix the %s."
+                        % (path, e.lineno, e.colno, e.msg, what))
+    except UnicodeDecodeError:
+        raise UserError("%s: not a UTF-8 text file; save the %s as UTF-8 JSON." % (path, what))
+
+
+def load_messages(path, command=""):
+    """Return the message bodies (JSON strings) for every group in `path`."""
+    data = read_json(path)
+    if not isinstance(data, dict):
+        raise UserError("%s: the job file must be a JSON object with a \"groups\" list." % path)
+    shared = _drop_comments(data)
+    groups = shared.pop("groups", None)
+    if groups is None:
+        raise UserError("%s: no \"groups\" key; list one object per job under \"groups\"." % path)
+    if not isinstance(groups, list) or not groups:
+        raise UserError("%s: \"groups\" must be a non-empty list of objects." % path)
+    needed = _template_placeholders(command) - BUILTIN_PLACEHOLDERS if command else set()
+    bodies = []
+    for i, group in enumerate(groups):
+        if not isinstance(group, dict):
+            raise UserError("%s: groups[%d] must be an object like {\"name\": \"A01\"}, not %s."
+                            % (path, i, json.dumps(group)[:60]))
+        group = _drop_comments(group)
+        missing = sorted(needed - set(shared) - set(group))
+        if missing:
+            raise UserError("%s: groups[%d] has no value for {%s} used in COMMAND; add it to "
+                            "the group or to the top of the file." % (path, i, missing[0]))
+        body = dict(shared)
+        body["group"] = group
+        text = json.dumps(body, separators=(",", ":"))
+        if len(text.encode("utf-8")) > MAX_MESSAGE_BYTES:
+            raise UserError("%s: groups[%d] makes a message over SQS's 256 KiB limit; "
+                            "move large values into files in the bucket." % (path, i))
+        bodies.append(text)
+    return bodies

@@ -1,0 +1,204 @@
+"""monitor: watch a run, shrink its fleet as work runs out, then remove everything.
+
+Every step re-reads AWS and tolerates resources already gone, so monitor can
+be stopped and started again at any point, and run again after the end.
+"""
+import datetime
+import re
+import time
+
+from .aws import explain
+from .errors import UserError
+from .jobs import read_json
+from .settings import Settings, to_bool
+from . import cluster, dashboard, fleet, logs, queue, wait
+
+CHEAPEST_AFTER = 15 * 60        # --cheapest: stop replacing machines after this long
+CLUSTER_DRAIN_TIMEOUT = 10 * 60
+REQUIRED = ("MONITOR_FLEET_ID", "MONITOR_APP_NAME", "MONITOR_ECS_CLUSTER",
+            "MONITOR_QUEUE_NAME", "MONITOR_BUCKET_NAME", "MONITOR_LOG_GROUP_NAME",
+            "MONITOR_START_TIME")
+
+
+def run_settings(settings, path):
+    """config.py's settings with the run's own names from the monitor file."""
+    info = read_json(path, "monitor file")
+    if not isinstance(info, dict):
+        raise UserError("%s: not a monitor file (startCluster writes one)." % path)
+    missing = [k for k in REQUIRED if k not in info]
+    if missing:
+        raise UserError("%s: %s is missing; use the file startCluster wrote "
+                        "(files/APP_NAMESpotFleetRequestId.json)." % (path, missing[0]))
+    s = Settings(settings)
+    s.update(APP_NAME=info["MONITOR_APP_NAME"], ECS_CLUSTER=info["MONITOR_ECS_CLUSTER"],
+             SQS_QUEUE_NAME=info["MONITOR_QUEUE_NAME"], AWS_BUCKET=info["MONITOR_BUCKET_NAME"],
+             LOG_GROUP_NAME=info["MONITOR_LOG_GROUP_NAME"])
+    if "MONITOR_DEAD_LETTER_QUEUE" in info:
+        s["SQS_DEAD_LETTER_QUEUE"] = info["MONITOR_DEAD_LETTER_QUEUE"]
+    if "CLEAN_DASHBOARD" in info:
+        s["CLEAN_DASHBOARD"] = to_bool(info["CLEAN_DASHBOARD"], "CLEAN_DASHBOARD", path)
+    per_machine = info.get("MONITOR_JOBS_PER_MACHINE", settings.jobs_per_machine)
+    return s, info["MONITOR_FLEET_ID"], int(float(info["MONITOR_START_TIME"])), int(per_machine)
+
+
+class Run:
+    """The live state of one run, read fresh from AWS on every poll."""
+
+    def __init__(self, aws, settings, fleet_id, started, per_machine):
+        self.s, self.fleet_id, self.started, self.per_machine = (
+            settings, fleet_id, started, per_machine)
+        self.sqs, self.ecs, self.ec2 = aws.client("sqs"), aws.client("ecs"), aws.client("ec2")
+        self.cloudwatch, self.logs = aws.client("cloudwatch"), aws.client("logs")
+        self.s3 = aws.client("s3")
+        self.machines = set()      # every instance seen, for machine-hours
+
+    def queue_url(self):
+        return queue.find_url(self.sqs, self.s.SQS_QUEUE_NAME)
+
+    def dead_letters(self):
+        url = queue.find_url(self.sqs, self.s.dead_letter_queue_name)
+        return sum(queue.counts(self.sqs, url)) if url else 0
+
+    def anything_left(self):
+        return bool(self.queue_url() or fleet.describe(self.ec2, self.fleet_id)
+                    or cluster.describe_service(self.ecs, self.s)
+                    or dashboard.alarm_names(self.cloudwatch, self.s.APP_NAME))
+
+    def running_machines(self):
+        if not fleet.describe(self.ec2, self.fleet_id):
+            return []
+        ids = fleet.instances(self.ec2, self.fleet_id)
+        self.machines.update(ids)
+        return ids
+
+    def forget_gone_machines(self, running):
+        """Delete the idle alarms of machines that are no longer in the fleet."""
+        stale = [n for n in dashboard.alarm_names(self.cloudwatch, self.s.APP_NAME)
+                 if n[len(self.s.APP_NAME) + 1:] not in running]
+        dashboard.delete_alarms(self.cloudwatch, stale)
+
+    def poll(self, url, cheapest):
+        """One look at the run; returns True when the queue is empty."""
+        visible, in_flight = queue.counts(self.sqs, url)
+        dead = self.dead_letters()
+        total = queue.submitted(self.sqs, url)
+        done = max(total - visible - in_flight - dead, 0)
+        running = self.running_machines()
+        print("%s  %d queued, %d running, %d done, %d in the dead-letter queue; %d machine%s"
+              % (time.strftime("%H:%M:%S"), visible, in_flight, done, dead, len(running),
+                 "" if len(running) == 1 else "s"), flush=True)
+        if visible == 0 and in_flight == 0:
+            return True
+        if visible == 0:
+            need = fleet.machines_needed(in_flight, self.per_machine)
+            if fleet.scale_down(self.ec2, self.fleet_id, need):
+                print("Nothing left to hand out: the fleet now asks for %d machine%s; running "
+                      "machines finish their jobs." % (need, "" if need == 1 else "s"))
+        if cheapest and time.time() - self.started > CHEAPEST_AFTER:
+            if fleet.scale_down(self.ec2, self.fleet_id, 1):
+                print("Cheapest mode: machines lost from now on are not replaced.")
+        self.forget_gone_machines(running)
+        return False
+
+    def machine_hours(self):
+        if not self.machines:
+            return 0.0
+        now = datetime.datetime.now(datetime.timezone.utc)
+        pages = self.ec2.get_paginator("describe_instances").paginate(
+            Filters=[{"Name": "instance-id", "Values": sorted(self.machines)}])
+        hours = 0.0
+        for page in pages:
+            for res in page["Reservations"]:
+                for inst in res["Instances"]:
+                    up = (_ended(inst) or now) - inst["LaunchTime"]
+                    hours += max(up.total_seconds(), 0) / 3600
+        return hours
+
+    def teardown(self):
+        """Remove everything the run created; each step is safe to repeat."""
+        s = self.s
+        if cluster.describe_service(self.ecs, s):
+            cluster.set_desired_count(self.ecs, s, 0)
+        self.running_machines()
+        alarms = dashboard.delete_alarms(self.cloudwatch,
+                                         dashboard.alarm_names(self.cloudwatch, s.APP_NAME))
+        if alarms:
+            print("Deleted %d alarm%s." % (alarms, "" if alarms == 1 else "s"))
+        if fleet.cancel(self.ec2, self.fleet_id):
+            print("Cancelled spot fleet %s; its machines are shutting down." % self.fleet_id)
+        if queue.delete(self.sqs, s.SQS_QUEUE_NAME):
+            print("Deleted queue %s." % s.SQS_QUEUE_NAME)
+        self._dead_letter_queue()
+        if cluster.delete_service(self.ecs, s):
+            print("Deleted service %s." % cluster.service_name(s))
+        if cluster.deregister_task_definitions(self.ecs, s):
+            print("Deregistered task definition %s." % cluster.task_family(s))
+        if s.ECS_CLUSTER != "default":
+            wait.until(lambda: _instances_gone(self.ecs, s.ECS_CLUSTER),
+                       "the machines to leave ECS cluster %s" % s.ECS_CLUSTER,
+                       timeout=CLUSTER_DRAIN_TIMEOUT, longest=30, fail=False)
+            if cluster.delete_cluster_if_unused(self.ecs, s):
+                print("Deleted ECS cluster %s." % s.ECS_CLUSTER)
+        if s.CLEAN_DASHBOARD and dashboard.delete(self.cloudwatch, s.APP_NAME):
+            print("Deleted dashboard %s." % s.APP_NAME)
+        self._delete_ecs_config()
+
+    def _dead_letter_queue(self):
+        name = self.s.dead_letter_queue_name
+        url = queue.find_url(self.sqs, name)
+        if not url:
+            return
+        if sum(queue.counts(self.sqs, url)):
+            print("Kept dead-letter queue %s: it holds the jobs that failed every try "
+                  "(their logs are in log group %s)." % (name, self.s.LOG_GROUP_NAME))
+        elif queue.delete(self.sqs, name):
+            print("Deleted the empty dead-letter queue %s." % name)
+
+    def _delete_ecs_config(self):
+        key = fleet.ecs_config_key(self.s)
+        with explain("delete s3://%s/%s" % (self.s.AWS_BUCKET, key)):
+            self.s3.delete_object(Bucket=self.s.AWS_BUCKET, Key=key)
+
+
+def _ended(instance):
+    """When a stopped or terminated instance ended, from its transition reason."""
+    if instance["State"]["Name"] not in ("shutting-down", "terminated", "stopped", "stopping"):
+        return None
+    m = re.search(r"\((\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) GMT\)",
+                  instance.get("StateTransitionReason", ""))
+    if not m:
+        return None
+    return datetime.datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S").replace(
+        tzinfo=datetime.timezone.utc)
+
+
+def _instances_gone(ecs, name):
+    found = ecs.describe_clusters(clusters=[name])["clusters"]
+    return not found or not found[0].get("registeredContainerInstancesCount")
+
+
+def monitor(aws, settings, path, cheapest=False, poll_seconds=None):
+    s, fleet_id, started, per_machine = run_settings(settings, path)
+    run = Run(aws, s, fleet_id, started, per_machine)
+    if not run.anything_left():
+        print("Nothing is left of run %s: it was already cleaned up." % s.APP_NAME)
+        return
+    poll_seconds = poll_seconds or s.MONITOR_TIME
+    print("Monitoring run %s every %d s (Ctrl-C stops watching; run monitor again to go on)."
+          % (s.APP_NAME, poll_seconds))
+    done = dead = 0
+    while True:
+        url = run.queue_url()
+        if url is None:
+            break
+        total = queue.submitted(run.sqs, url)
+        if run.poll(url, cheapest):
+            dead = run.dead_letters()
+            done = max(total - dead, 0)
+            break
+        time.sleep(poll_seconds)  # the configured poll interval (MONITOR_TIME)
+    print("The queue is empty; cleaning up.")
+    run.teardown()
+    logs.export(run.logs, s.LOG_GROUP_NAME, s.AWS_BUCKET, s.APP_NAME, started * 1000)
+    print("Run %s finished: %d job%s done, %d in the dead-letter queue, %.2f machine-hours."
+          % (s.APP_NAME, done, "" if done == 1 else "s", dead, run.machine_hours()))

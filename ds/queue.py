@@ -1,0 +1,156 @@
+"""SQS: the job queue and its dead-letter queue, submission, and counts."""
+import json
+import time
+
+import botocore.exceptions
+from concurrent.futures import ThreadPoolExecutor
+
+from .aws import error_code, explain
+from .errors import UserError
+from .jobs import MAX_MESSAGE_BYTES
+
+RETENTION_SECONDS = 14 * 24 * 3600   # SQS's maximum: a paused run loses nothing
+SUBMITTED_TAG = "submitted"          # running total of jobs sent, read by monitor
+SEND_THREADS = 8
+SEND_ROUNDS = 6                      # tries for entries SQS reports as failed
+RECREATE_TIMEOUT = 90                # SQS forbids reusing a name for 60 s after deletion
+
+
+def find_url(sqs, name):
+    """The queue's URL, or None if there is no such queue."""
+    try:
+        return sqs.get_queue_url(QueueName=name)["QueueUrl"]
+    except botocore.exceptions.ClientError as e:
+        if error_code(e) in ("AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"):
+            return None
+        with explain("look up queue %s" % name):
+            raise
+
+
+def require_url(sqs, name):
+    url = find_url(sqs, name)
+    if url is None:
+        raise UserError("Queue %s does not exist: run `python run.py setup` first "
+                        "(or fix SQS_QUEUE_NAME in config.py)." % name)
+    return url
+
+
+def _ensure(sqs, name, attributes, tags):
+    """Create the queue, or bring an existing one to these attributes."""
+    url = find_url(sqs, name)
+    if url:
+        with explain("update queue %s" % name):
+            sqs.set_queue_attributes(QueueUrl=url, Attributes=attributes)
+        return url
+    deadline = time.monotonic() + RECREATE_TIMEOUT
+    wait = 1.0
+    while True:
+        try:
+            return sqs.create_queue(QueueName=name, Attributes=attributes,
+                                    tags=tags)["QueueUrl"]
+        except botocore.exceptions.ClientError as e:
+            if "QueueDeletedRecently" not in error_code(e) or time.monotonic() > deadline:
+                with explain("create queue %s" % name):
+                    raise
+            print("Queue %s was deleted less than a minute ago; SQS lets us recreate it "
+                  "shortly, waiting..." % name)
+            time.sleep(wait)  # backoff on a refusal, not a fixed wait
+            wait = min(wait * 2, 15)
+
+
+def ensure_queues(sqs, settings):
+    """Dead-letter queue, then the job queue redriving into it. Returns the job queue URL."""
+    tags = {"APP_NAME": settings.APP_NAME}
+    dlq_url = _ensure(sqs, settings.dead_letter_queue_name,
+                      {"MessageRetentionPeriod": str(RETENTION_SECONDS)}, tags)
+    with explain("read the dead-letter queue's ARN"):
+        dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"]
+                                           )["Attributes"]["QueueArn"]
+    redrive = json.dumps({"deadLetterTargetArn": dlq_arn,
+                          "maxReceiveCount": str(settings.JOB_RETRIES)})
+    return _ensure(sqs, settings.SQS_QUEUE_NAME, {
+        "VisibilityTimeout": str(settings.SQS_MESSAGE_VISIBILITY),
+        "MessageRetentionPeriod": str(RETENTION_SECONDS),
+        "ReceiveMessageWaitTimeSeconds": "20",
+        "RedrivePolicy": redrive,
+    }, tags)
+
+
+def batches(bodies):
+    """Split (index, body) pairs into SQS batches: at most 10 entries and 256 KiB."""
+    batch, size = [], 0
+    for i, body in enumerate(bodies):
+        n = len(body.encode("utf-8"))
+        if batch and (len(batch) == 10 or size + n > MAX_MESSAGE_BYTES):
+            yield batch
+            batch, size = [], 0
+        batch.append((i, body))
+        size += n
+    if batch:
+        yield batch
+
+
+def _send_batch(sqs, url, batch):
+    """Send one batch; retry only the entries SQS reports failed. Return unsent indices."""
+    pending = {str(n): item for n, item in enumerate(batch)}
+    for attempt in range(SEND_ROUNDS):
+        if attempt:
+            time.sleep(min(0.2 * 2 ** attempt, 5))  # backoff after a partial failure
+        entries = [{"Id": k, "MessageBody": body} for k, (_, body) in pending.items()]
+        try:
+            reply = sqs.send_message_batch(QueueUrl=url, Entries=entries)
+        except Exception:  # the whole call failed after botocore's own retries
+            if attempt == SEND_ROUNDS - 1:
+                raise
+            continue
+        for ok in reply.get("Successful", []):
+            pending.pop(ok["Id"], None)
+        permanent = [f for f in reply.get("Failed", []) if f.get("SenderFault")]
+        if not pending or len(permanent) == len(pending):
+            break
+    return [i for i, _ in pending.values()]
+
+
+def send_all(sqs, url, bodies, progress=None, threads=SEND_THREADS):
+    """Send every body; return the indices that could not be sent."""
+    unsent = []
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        futures = [(batch, pool.submit(_send_batch, sqs, url, batch))
+                   for batch in batches(bodies)]
+        for batch, future in futures:
+            try:
+                unsent.extend(future.result())
+            except Exception:
+                unsent.extend(i for i, _ in batch)
+            if progress is not None:
+                progress.update(len(batch))
+    return sorted(unsent)
+
+
+def add_submitted(sqs, url, count):
+    """Keep a running total of submitted jobs on the queue, for monitor's progress."""
+    tags = sqs.list_queue_tags(QueueUrl=url).get("Tags", {})
+    total = int(tags.get(SUBMITTED_TAG, "0")) + count
+    sqs.tag_queue(QueueUrl=url, Tags={SUBMITTED_TAG: str(total)})
+
+
+def submitted(sqs, url):
+    return int(sqs.list_queue_tags(QueueUrl=url).get("Tags", {}).get(SUBMITTED_TAG, "0"))
+
+
+def counts(sqs, url):
+    """(visible, in flight) messages of a queue."""
+    attrs = sqs.get_queue_attributes(
+        QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages",
+                                      "ApproximateNumberOfMessagesNotVisible"])["Attributes"]
+    return (int(attrs["ApproximateNumberOfMessages"]),
+            int(attrs["ApproximateNumberOfMessagesNotVisible"]))
+
+
+def delete(sqs, name):
+    url = find_url(sqs, name)
+    if url:
+        with explain("delete queue %s" % name):
+            sqs.delete_queue(QueueUrl=url)
+        return True
+    return False

@@ -1,0 +1,167 @@
+"""Reads config.py: every knob, its default, its type, in one table.
+
+A config.py written for the original Distributed-Something works unchanged:
+booleans may be True or the strings 'True'/'False' in any case, and knobs it
+lacks take the defaults below.
+"""
+import os
+import re
+import runpy
+import traceback
+
+from .errors import UserError
+
+BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+
+# name -> (type, default). A default of None means "required".
+# Defaults that depend on APP_NAME are filled in by load().
+KNOBS = {
+    "APP_NAME": (str, None),
+    "DOCKERHUB_TAG": (str, None),
+    "AWS_REGION": (str, "us-east-1"),
+    "AWS_PROFILE": (str, ""),
+    "SSH_KEY_NAME": (str, ""),
+    "AWS_BUCKET": (str, None),
+    "ECS_CLUSTER": (str, "default"),
+    "CLUSTER_MACHINES": (int, 1),
+    "TASKS_PER_MACHINE": (int, 1),
+    "MACHINE_TYPE": (list, ["m5.xlarge"]),
+    "MACHINE_PRICE": (float, 0.10),
+    "EBS_VOL_SIZE": (int, 30),
+    "ASSIGN_IP": (bool, False),
+    "DOCKER_CORES": (int, 1),
+    "CPU_SHARES": (int, None),          # default: DOCKER_CORES * 1024
+    "MEMORY": (int, 4096),
+    "SECONDS_TO_START": (int, 0),
+    "SQS_QUEUE_NAME": (str, None),      # default: APP_NAME + 'Queue'
+    "SQS_MESSAGE_VISIBILITY": (int, 600),
+    "SQS_DEAD_LETTER_QUEUE": (str, None),  # default: APP_NAME + 'DeadMessages'
+    "JOB_RETRIES": (int, 3),
+    "LOG_GROUP_NAME": (str, None),      # default: APP_NAME
+    "AUTO_MONITOR": (bool, False),
+    "CREATE_DASHBOARD": (bool, True),
+    "CLEAN_DASHBOARD": (bool, True),
+    "CHECK_IF_DONE_BOOL": (bool, False),
+    "EXPECTED_NUMBER_FILES": (int, 1),
+    "MIN_FILE_SIZE_BYTES": (int, 1),
+    "NECESSARY_STRING": (str, ""),
+    "MONITOR_TIME": (int, 60),
+    "COMMAND": (str, ""),
+    "TASK_ROLE_ARN": (str, ""),
+}
+
+DERIVED_DEFAULTS = {
+    "SQS_QUEUE_NAME": lambda s: s["APP_NAME"] + "Queue",
+    "SQS_DEAD_LETTER_QUEUE": lambda s: s["APP_NAME"] + "DeadMessages",
+    "LOG_GROUP_NAME": lambda s: s["APP_NAME"],
+    "CPU_SHARES": lambda s: s["DOCKER_CORES"] * 1024,
+}
+
+
+class Settings(dict):
+    """The loaded config: settings.APP_NAME or settings['APP_NAME']."""
+
+    def __getattr__(self, name):
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name)
+
+    @property
+    def dead_letter_queue_name(self):
+        """SQS_DEAD_LETTER_QUEUE may be a plain name or a full queue ARN."""
+        return self.SQS_DEAD_LETTER_QUEUE.rsplit(":", 1)[-1]
+
+    @property
+    def jobs_per_machine(self):
+        return self.TASKS_PER_MACHINE * self.DOCKER_CORES
+
+
+def to_bool(value, name, path):
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    raise UserError("%s: %s must be True or False, not %r." % (path, name, value))
+
+
+def _coerce(name, kind, value, path):
+    if kind is bool:
+        return to_bool(value, name, path)
+    if kind is list:
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, (list, tuple)) or not value or not all(
+                isinstance(v, str) and v for v in value):
+            raise UserError("%s: %s must be a list of names like ['m5.xlarge'], not %r."
+                            % (path, name, value))
+        return list(value)
+    if kind is int and isinstance(value, float) and value.is_integer():
+        return int(value)
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if kind is float and isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    if kind is int and isinstance(value, str) and value.strip().isdigit():
+        return int(value)
+    if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
+        raise UserError("%s: %s must be %s, not %r."
+                        % (path, name, {int: "a whole number", float: "a number",
+                                        str: "a text in quotes"}[kind], value))
+    return value
+
+
+def _run_config(path):
+    if not os.path.isfile(path):
+        raise UserError("%s: config file not found; copy config.py from the repository "
+                        "or pass --config PATH." % path)
+    try:
+        return runpy.run_path(path)
+    except SyntaxError as e:
+        raise UserError("%s line %s: Python syntax error (%s); fix that line."
+                        % (path, e.lineno, e.msg))
+    except Exception as e:  # the user's file raised: say where
+        line = next((f.lineno for f in reversed(traceback.extract_tb(e.__traceback__))
+                     if os.path.abspath(f.filename) == os.path.abspath(path)), "?")
+        raise UserError("%s line %s: %s: %s" % (path, line, type(e).__name__, e))
+
+
+def load(path="config.py"):
+    """Read config.py into Settings, applying defaults and checking types."""
+    raw = _run_config(path)
+    values = {}
+    for name, (kind, default) in KNOBS.items():
+        if name in raw and raw[name] is not None:
+            values[name] = _coerce(name, kind, raw[name], path)
+        elif default is not None:
+            values[name] = default
+        elif name not in DERIVED_DEFAULTS:
+            raise UserError("%s: %s is missing; set it (see documentation/configuration.md)."
+                            % (path, name))
+    for name, derive in DERIVED_DEFAULTS.items():
+        values.setdefault(name, derive(values))
+    _check(values, path)
+    return Settings(values)
+
+
+def _check(s, path):
+    for name in ("CLUSTER_MACHINES", "TASKS_PER_MACHINE", "DOCKER_CORES", "MEMORY",
+                 "SQS_MESSAGE_VISIBILITY", "JOB_RETRIES", "MONITOR_TIME", "EBS_VOL_SIZE"):
+        if s[name] < 1:
+            raise UserError("%s: %s must be at least 1, not %r." % (path, name, s[name]))
+    if s["SQS_MESSAGE_VISIBILITY"] > 43200:
+        raise UserError("%s: SQS_MESSAGE_VISIBILITY is at most 43200 seconds (12 h) in SQS;"
+                        " the worker renews it while a job runs, so a few minutes is enough."
+                        % path)
+    if s["JOB_RETRIES"] > 1000:
+        raise UserError("%s: JOB_RETRIES is at most 1000 in SQS." % path)
+    if not s["APP_NAME"].replace("-", "").replace("_", "").isalnum():
+        raise UserError("%s: APP_NAME %r may hold only letters, digits, - and _ "
+                        "(it names queues, services and alarms)." % (path, s["APP_NAME"]))
+    if not BUCKET_NAME.match(s["AWS_BUCKET"]) or ".." in s["AWS_BUCKET"]:
+        raise UserError("%s: AWS_BUCKET %r is not a valid S3 bucket name (3-63 lower-case "
+                        "letters, digits, dots and hyphens; no s3:// prefix)."
+                        % (path, s["AWS_BUCKET"]))

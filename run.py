@@ -1,0 +1,60 @@
+#!/usr/bin/env python3
+"""Distributed-Something: run a Dockerized tool over many jobs on AWS, or on this machine.
+
+    python run.py setup
+    python run.py submitJob files/exampleJob.json
+    python run.py startCluster files/exampleFleet_us-east-1.json
+    python run.py monitor files/APP_NAMESpotFleetRequestId.json [--cheapest]
+    python run.py local [files/exampleJob.json]
+
+The work is done by the ds/ package; this file only reads the command line.
+"""
+import argparse
+import sys
+
+DEFAULT_JOB = "files/exampleJob.json"
+
+
+def parse(argv):
+    p = argparse.ArgumentParser(prog="run.py", description=__doc__.split("\n\n")[0])
+    p.add_argument("--config", default="config.py", help="the config file (default: config.py)")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    sub.add_parser("setup", help="create the queues, task definition and service")
+    sj = sub.add_parser("submitJob", help="queue one job per group of a job file")
+    sj.add_argument("jobfile")
+    sc = sub.add_parser("startCluster", help="start the spot fleet and the workers")
+    sc.add_argument("fleetfile")
+    mo = sub.add_parser("monitor", help="watch the run, then remove everything it made")
+    mo.add_argument("monitorfile")
+    mo.add_argument("cheapest_flag", nargs="?", default="False", metavar="True|False",
+                    help="Distributed-Something's spelling of --cheapest")
+    mo.add_argument("--cheapest", action="store_true",
+                    help="after 15 minutes, stop replacing machines that are lost")
+    lo = sub.add_parser("local", help="the whole run on this machine, no AWS account needed")
+    lo.add_argument("jobfile", nargs="?", default=DEFAULT_JOB)
+    lo.add_argument("--workers", type=int, default=None,
+                    help="worker processes (default: the service's desired count)")
+    lo.add_argument("--data", default="files/exampleData",
+                    help="local folder uploaded to the bucket before the run")
+    lo.add_argument("--out", default="local-output", help="where the outputs are downloaded")
+    lo.add_argument("--docker", action="store_true",
+                    help="run workers as containers of DOCKERHUB_TAG (docker or podman)")
+    return p.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse(sys.argv[1:] if argv is None else argv)
+    from ds.errors import UserError
+    try:
+        from ds import cli
+        return cli.dispatch(args)
+    except UserError as e:
+        print("error: %s" % e, file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("Stopped. Run the same command again to continue.", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
