@@ -5,6 +5,7 @@ be stopped and started again at any point, and run again after the end.
 """
 import datetime
 import re
+import sys
 import time
 
 from .aws import explain
@@ -44,7 +45,8 @@ def run_settings(settings, path):
 class Run:
     """The live state of one run, read fresh from AWS on every poll."""
 
-    def __init__(self, aws, settings, fleet_id, started, per_machine):
+    def __init__(self, aws, settings, fleet_id, started, per_machine, show):
+        self.show = show
         self.s, self.fleet_id, self.started, self.per_machine = (
             settings, fleet_id, started, per_machine)
         self.sqs, self.ecs, self.ec2 = aws.client("sqs"), aws.client("ecs"), aws.client("ec2")
@@ -84,9 +86,9 @@ class Run:
         total = queue.submitted(self.sqs, url)
         done = max(total - visible - in_flight - dead, 0)
         running = self.running_machines()
-        print("%s  %d queued, %d running, %d done, %d in the dead-letter queue; %d machine%s"
-              % (time.strftime("%H:%M:%S"), visible, in_flight, done, dead, len(running),
-                 "" if len(running) == 1 else "s"), flush=True)
+        self.show("%d queued, %d running, %d done, %d failed (dead-letter queue); %d machine%s"
+                  % (visible, in_flight, done, dead, len(running),
+                     "" if len(running) == 1 else "s"))
         if visible == 0 and in_flight == 0:
             return True
         if visible == 0:
@@ -177,9 +179,37 @@ def _instances_gone(ecs, name):
     return not found or not found[0].get("registeredContainerInstancesCount")
 
 
-def monitor(aws, settings, path, cheapest=False, poll_seconds=None):
+class StatusLine:
+    """Shows the run's state when it changes: one line each, or one live line on a terminal."""
+
+    def __init__(self, live):
+        self.live, self.last = live, None
+
+    def __call__(self, text):
+        if text == self.last:
+            return
+        self.last = text
+        if self.live:
+            sys.stdout.write("\r\033[K%s  %s" % (time.strftime("%H:%M:%S"), text))
+            sys.stdout.flush()
+        else:
+            print("%s  %s" % (time.strftime("%H:%M:%S"), text), flush=True)
+
+    def end(self):
+        if self.live and self.last is not None:
+            sys.stdout.write("\n")
+
+
+def monitor(aws, settings, path, cheapest=False, poll_seconds=None, live=False,
+            check=lambda: None):
+    """Watch the run until its queue is empty, then tear it down and summarize.
+
+    `check` is called every poll and may raise to abort (local runs use it to
+    notice workers that cannot start).
+    """
     s, fleet_id, started, per_machine = run_settings(settings, path)
-    run = Run(aws, s, fleet_id, started, per_machine)
+    status = StatusLine(live)
+    run = Run(aws, s, fleet_id, started, per_machine, status)
     if not run.anything_left():
         print("Nothing is left of run %s: it was already cleaned up." % s.APP_NAME)
         return
@@ -188,6 +218,7 @@ def monitor(aws, settings, path, cheapest=False, poll_seconds=None):
           % (s.APP_NAME, poll_seconds))
     done = dead = 0
     while True:
+        check()
         url = run.queue_url()
         if url is None:
             break
@@ -197,6 +228,7 @@ def monitor(aws, settings, path, cheapest=False, poll_seconds=None):
             done = max(total - dead, 0)
             break
         time.sleep(poll_seconds)  # the configured poll interval (MONITOR_TIME)
+    status.end()
     print("The queue is empty; cleaning up.")
     run.teardown()
     logs.export(run.logs, s.LOG_GROUP_NAME, s.AWS_BUCKET, s.APP_NAME, started * 1000)

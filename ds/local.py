@@ -1,0 +1,358 @@
+"""`python run.py local`: the whole run on this machine, no AWS account needed.
+
+An AWS emulator (moto) starts in this process on 127.0.0.1, and the real
+setup, submitJob, startCluster and monitor code runs against it. The only
+code here that AWS runs do not share is the Launcher, which stands in for
+ECS: it reads the service's desired count and the task definition that setup
+registered, and keeps that many workers running with exactly that
+environment, as local processes or as containers.
+"""
+import json
+import logging
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+from .aws import Session
+from .errors import UserError
+from . import cluster, commands, fleet, jobs, monitor
+from .settings import Settings
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RUN_DIR = os.path.join(REPO, ".local-run")
+POLL_SECONDS = 1           # the monitor's poll in local runs
+RECONCILE_SECONDS = 0.5    # how often the launcher compares desired and running workers
+STOP_GRACE = 20            # seconds a worker gets to release its job after SIGTERM
+LOG_TAIL = 8               # lines of a failed job's log shown in the summary
+MAX_FAILURES_SHOWN = 3     # failed jobs whose log tail the summary shows
+DUMMY_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local",
+                     "AWS_SESSION_TOKEN": "local"}
+
+
+class Emulator:
+    """moto on a free 127.0.0.1 port, unless the user points AWS_ENDPOINT_URL elsewhere."""
+
+    def __enter__(self):
+        self.server = None
+        self.url = os.environ.get("AWS_ENDPOINT_URL")
+        if not self.url:
+            try:
+                from moto.server import ThreadedMotoServer
+            except ImportError:
+                raise UserError("The AWS emulator is not installed: run "
+                                "`pip install -r requirements.txt`.")
+            # The emulator's request log would drown the run's own output.
+            logging.getLogger("werkzeug").setLevel(logging.CRITICAL)
+            self.server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+            self.server.start()
+            self.url = "http://127.0.0.1:%d" % self.server.get_host_and_port()[1]
+            # Never let a local run reach a real account.
+            os.environ.update(DUMMY_CREDENTIALS)
+            for var in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE"):
+                os.environ.pop(var, None)
+        os.environ["AWS_ENDPOINT_URL"] = self.url
+        os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
+        return self
+
+    def __exit__(self, *exc):
+        if self.server is not None:
+            self.server.stop()
+            os.environ.pop("AWS_ENDPOINT_URL", None)
+
+
+class Launcher(threading.Thread):
+    """Stands in for ECS: keeps the service's desired count of workers running."""
+
+    def __init__(self, ecs, settings, workdir, docker=None):
+        super().__init__(daemon=True)
+        self.ecs, self.s, self.workdir, self.docker = ecs, settings, workdir, docker
+        self.procs = []
+        self.started = 0
+        self.halt = threading.Event()
+        self.lock = threading.Lock()
+        self.error = None
+
+    def desired(self):
+        """(desired count, container definition) as ECS has them now."""
+        service = cluster.describe_service(self.ecs, self.s)
+        if not service:
+            return 0, None
+        td = self.ecs.describe_task_definition(taskDefinition=service["taskDefinition"])
+        return service["desiredCount"], td["taskDefinition"]["containerDefinitions"][0]
+
+    def task_env(self, container):
+        """The task definition's environment, plus what the task role gives on AWS."""
+        env = {v["name"]: v["value"] for v in container.get("environment", [])}
+        keep = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "SYSTEMROOT", "PYTHONPATH")
+        base = {k: os.environ[k] for k in keep if k in os.environ}
+        base.update({k: os.environ[k] for k in os.environ if k.startswith("AWS_")
+                     and k not in env})  # endpoint and credentials: the "role" here
+        base.update(env)
+        base["WORKER_SCRATCH"] = _ensure_dir(os.path.join(self.workdir, "scratch"))
+        base["PYTHONUNBUFFERED"] = "1"
+        return base
+
+    def start_task(self, container):
+        self.started += 1
+        name = "task%d" % self.started
+        log = open(os.path.join(self.workdir, name + ".log"), "wb")
+        env = self.task_env(container)
+        if self.docker:
+            cmd = [self.docker, "run", "--rm", "--network", "host", "--name",
+                   "%s-%s-%d" % (self.s.APP_NAME, name, os.getpid())]
+            for k, v in env.items():
+                if k not in ("PATH", "HOME", "PYTHONPATH", "WORKER_SCRATCH", "TMPDIR"):
+                    cmd += ["-e", "%s=%s" % (k, v)]
+            cmd.append(container["image"])
+        else:
+            # run-worker.sh calls python3: make that this interpreter.
+            bindir = os.path.join(self.workdir, "bin")
+            os.makedirs(bindir, exist_ok=True)
+            for exe in ("python3", "python"):
+                link = os.path.join(bindir, exe)
+                if not os.path.lexists(link):
+                    os.symlink(sys.executable, link)
+            env["PATH"] = bindir + os.pathsep + env.get("PATH", "")
+            cmd = ["bash", os.path.join(REPO, "worker", "run-worker.sh")]
+        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+        proc.log = log
+        proc.name = name
+        self.procs.append(proc)
+
+    def stop_task(self, proc):
+        if self.docker:
+            subprocess.run([self.docker, "stop", "-t", str(STOP_GRACE),
+                            "%s-%s-%d" % (self.s.APP_NAME, proc.name, os.getpid())],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        elif proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(STOP_GRACE)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        proc.log.close()
+
+    def reconcile(self):
+        count, container = self.desired()
+        with self.lock:
+            for proc in [p for p in self.procs if p.poll() is not None]:
+                # ECS replaces a task that died; so do we.
+                self.procs.remove(proc)
+                proc.log.close()
+            while len(self.procs) > count:
+                self.stop_task(self.procs.pop())
+            while len(self.procs) < count:
+                self.start_task(container)
+
+    def run(self):
+        while not self.halt.is_set():
+            try:
+                self.reconcile()
+            except Exception as e:  # surface in the main thread, never die silently
+                self.error = e
+                return
+            self.halt.wait(RECONCILE_SECONDS)
+
+    def stop(self):
+        self.halt.set()
+        if self.is_alive():
+            self.join()
+        with self.lock:
+            while self.procs:
+                self.stop_task(self.procs.pop())
+
+    def pids(self):
+        with self.lock:
+            return [p.pid for p in self.procs if p.poll() is None]
+
+
+def upload_folder(s3, bucket, folder):
+    """Upload `folder` to s3://bucket/<folder's name>/...; return the file count."""
+    if not os.path.isdir(folder):
+        raise UserError("%s: data folder not found; pass --data DIR (the folder your job "
+                        "file's inputs are in)." % folder)
+    base = os.path.basename(os.path.normpath(folder))
+    count = 0
+    for root, _dirs, files in os.walk(folder):
+        for name in files:
+            path = os.path.join(root, name)
+            key = "/".join([base] + os.path.relpath(path, folder).split(os.sep))
+            s3.upload_file(path, bucket, key)
+            count += 1
+    return count
+
+
+def output_locations(bodies, bucket):
+    """(bucket, prefix) of every job's "output", as the worker reads it."""
+    found = set()
+    for body in bodies:
+        message = json.loads(body)
+        job = dict(message)
+        job.update(message.get("group", {}))
+        output = job.get("output")
+        if not isinstance(output, str) or not output:
+            continue
+        if output.startswith("s3://"):
+            b, _, prefix = output[5:].partition("/")
+            found.add((b, prefix))
+        else:
+            found.add((bucket, output))
+    return sorted(found)
+
+
+def download_outputs(s3, locations, out_dir):
+    count = 0
+    for bucket, prefix in locations:
+        pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+        for page in pages:
+            for obj in page.get("Contents", []):
+                target = os.path.join(out_dir, *obj["Key"].split("/"))
+                os.makedirs(os.path.dirname(target), exist_ok=True)
+                s3.download_file(bucket, obj["Key"], target)
+                count += 1
+    return count
+
+
+def job_reports(logs, group):
+    """Per job stream: the END records and the log lines, from CloudWatch Logs."""
+    reports = {}
+    pages = logs.get_paginator("filter_log_events").paginate(logGroupName=group)
+    for page in pages:
+        for event in page["events"]:
+            r = reports.setdefault(event["logStreamName"], {"lines": [], "ends": []})
+            r["lines"].extend(event["message"].rstrip("\n").split("\n"))
+            words = event["message"].split()
+            if "END" in words and "outcome" in words:
+                fields = dict(zip(words[words.index("END") + 1::2],
+                                  words[words.index("END") + 2::2]))
+                r["ends"].append(fields)
+    return {k: v for k, v in reports.items() if v["ends"] or any(
+        " START " in " %s " % line for line in v["lines"])}
+
+
+def summarize(reports, submitted, wall, out_dir, n_files):
+    ok = {k: r for k, r in reports.items() if r["ends"] and r["ends"][-1]["outcome"] in
+          ("SUCCESS", "SKIPPED-already-done")}
+    failed = {k: r for k, r in reports.items() if k not in ok}
+    durations = sorted(float(e["duration"].rstrip("s")) for r in ok.values()
+                       for e in r["ends"][-1:] if "duration" in e)
+    print()
+    print("Summary of the local run")
+    print("  jobs submitted   %d" % submitted)
+    print("  succeeded        %d" % len(ok))
+    print("  failed           %d" % (submitted - len(ok)))
+    print("  wall time        %.1f s" % wall)
+    if durations:
+        print("  per job          min %.2f s, median %.2f s, max %.2f s"
+              % (durations[0], statistics.median(durations), durations[-1]))
+    print("  outputs          %d file%s in %s" % (n_files, "" if n_files == 1 else "s", out_dir))
+    shown = sorted(failed.items())[:MAX_FAILURES_SHOWN]
+    for name, r in shown:
+        print()
+        print("Job %s failed (%d tries). Last lines of its log:" % (name, len(r["ends"])))
+        for line in r["lines"][-LOG_TAIL:]:
+            print("  | " + line)
+    if len(failed) > len(shown):
+        print("\n...and %d more failed jobs; their logs are in the worker logs' CloudWatch "
+              "streams (exported to the bucket's exportedlogs/ folder)." % (len(failed) - len(shown)))
+    return submitted - len(ok)
+
+
+def container_engine():
+    for engine in ("docker", "podman"):
+        path = shutil.which(engine)
+        if path and subprocess.run([path, "info"], stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.DEVNULL).returncode == 0:
+            return path
+    raise UserError("--docker needs docker or podman that can run containers; neither works "
+                    "here. Run without --docker to use local processes.")
+
+
+def local_settings(settings, workers, docker):
+    s = Settings(settings)
+    s["AWS_PROFILE"] = ""
+    if workers is not None:
+        if workers < 1:
+            raise UserError("--workers must be at least 1.")
+        s.update(CLUSTER_MACHINES=workers, TASKS_PER_MACHINE=1, DOCKER_CORES=1)
+    if not docker:
+        s["SECONDS_TO_START"] = 0  # one machine, no shared disk to spare from a stampede
+    return s
+
+
+def run(settings, args):
+    """The whole run: emulate, set up, submit, start, watch, clean up, download."""
+    began = time.monotonic()
+    docker = container_engine() if args.docker else None
+    s = local_settings(settings, args.workers, docker)
+    bodies = jobs.load_messages(args.jobfile, s.COMMAND)  # fail on a bad file before anything
+    workdir = tempfile.mkdtemp(prefix="run-", dir=_ensure_dir(RUN_DIR))
+    launcher = None
+    try:
+        with Emulator() as emu:
+            print("AWS emulator at %s (nothing here touches your AWS account)." % emu.url)
+            aws = Session(s)
+            s3 = aws.client("s3")
+            _create_bucket(s3, s.AWS_BUCKET, s.AWS_REGION)
+            if args.data:
+                n = upload_folder(s3, s.AWS_BUCKET, args.data)
+                print("Uploaded %d file%s from %s to s3://%s/%s/." % (
+                    n, "" if n == 1 else "s", args.data, s.AWS_BUCKET,
+                    os.path.basename(os.path.normpath(args.data))))
+            commands.setup(aws, s)
+            submitted = commands.submit_job(aws, s, args.jobfile)
+            launcher = Launcher(aws.client("ecs"), s, workdir, docker)
+            launcher.start()
+            fleet_file = os.path.join(workdir, "fleet.json")
+            with open(fleet_file, "w") as f:
+                json.dump(LOCAL_FLEET, f)
+            commands.start_cluster(aws, s, fleet_file, timeout=60)
+            monitor.monitor(aws, s, fleet.monitor_file_path(s),
+                            poll_seconds=POLL_SECONDS, live=sys.stdout.isatty(),
+                            check=lambda: _launcher_ok(launcher))
+            launcher.stop()
+            reports = job_reports(aws.client("logs"), s.LOG_GROUP_NAME)
+            n_files = download_outputs(s3, output_locations(bodies, s.AWS_BUCKET), args.out)
+            failed = summarize(reports, submitted, time.monotonic() - began, args.out, n_files)
+            return 1 if failed else 0
+    finally:
+        if launcher is not None:
+            launcher.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _launcher_ok(launcher):
+    if launcher.error is not None:
+        raise UserError("Could not start local workers: %s" % launcher.error)
+
+
+def _ensure_dir(path):
+    os.makedirs(path, exist_ok=True)
+    return path
+
+
+def _create_bucket(s3, bucket, region):
+    args = {"Bucket": bucket}
+    if region != "us-east-1":
+        args["CreateBucketConfiguration"] = {"LocationConstraint": region}
+    try:
+        s3.create_bucket(**args)
+    except (s3.exceptions.BucketAlreadyOwnedByYou, s3.exceptions.BucketAlreadyExists):
+        pass
+
+
+# A fleet request the emulator accepts; on AWS your fleet file goes here.
+LOCAL_FLEET = {
+    "IamFleetRole": "arn:aws:iam::123456789012:role/local-spot-fleet-role",
+    "AllocationStrategy": "lowestPrice",
+    "LaunchSpecifications": [{"ImageId": "ami-12c6146b", "KeyName": "local"}],
+    "Type": "maintain",
+}
