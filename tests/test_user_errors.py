@@ -1,0 +1,135 @@
+"""Mistakes a user can make end in one plain line and a non-zero exit, and lose nothing."""
+import json
+
+import pytest
+
+from conftest import run_py, write_json
+from test_steps import DS_CONFIG, FLEET, JOB, queue_url
+
+
+def one_line_error(result):
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr + result.stdout
+    lines = [l for l in result.stderr.splitlines() if l.strip()]
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ")
+    return lines[0]
+
+
+@pytest.fixture
+def user(tmp_path, aws_env, boto):
+    (tmp_path / "config.py").write_text(DS_CONFIG)
+    (tmp_path / "files").mkdir()
+    boto("s3").create_bucket(Bucket="ds-test-bucket")
+
+    def run(*args):
+        return run_py(list(args), aws_env, cwd=str(tmp_path))
+    run.dir = tmp_path
+    return run
+
+
+def test_missing_config(user):
+    line = one_line_error(user("--config", "nope.py", "setup"))
+    assert "nope.py" in line and "not found" in line
+
+
+@pytest.mark.parametrize("text, words", [
+    ("APP_NAME = 'x'\nAWS_BUCKET = \n", ["line 2", "syntax"]),
+    (DS_CONFIG + "CREATE_DASHBOARD = 'yes'\n", ["CREATE_DASHBOARD", "True or False"]),
+    (DS_CONFIG + "CLUSTER_MACHINES = 'three'\n", ["CLUSTER_MACHINES", "whole number"]),
+    (DS_CONFIG + "AWS_BUCKET = 's3://my-bucket'\n", ["AWS_BUCKET", "bucket name"]),
+    (DS_CONFIG.replace("APP_NAME = 'DSTest'", "APP_NAME = 'DSTest'\nX = undefined_name"),
+     ["line 3", "NameError"]),
+    (DS_CONFIG.replace("DOCKERHUB_TAG = 'someone/something:1.0'\n", ""), ["DOCKERHUB_TAG",
+                                                                          "missing"]),
+])
+def test_bad_config(user, text, words):
+    (user.dir / "config.py").write_text(text)
+    line = one_line_error(user("setup"))
+    for w in words:
+        assert w in line, line
+
+
+def test_bucket_that_does_not_exist(user):
+    (user.dir / "config.py").write_text(DS_CONFIG.replace("ds-test-bucket", "no-such-bucket"))
+    line = one_line_error(user("setup"))
+    assert "no-such-bucket" in line and "does not exist" in line
+
+
+def test_submit_before_setup(user):
+    write_json(user.dir / "files" / "job.json", JOB)
+    line = one_line_error(user("submitJob", "files/job.json"))
+    assert "DSTestQueue" in line and "setup" in line
+
+
+@pytest.mark.parametrize("content, words", [
+    ('{"groups": [{"a": 1},]}', ["line 1", "not valid JSON"]),
+    ('{"pipeline": "x"}', ["groups"]),
+    ('{"groups": []}', ["non-empty"]),
+    ('[1, 2]', ["JSON object"]),
+])
+def test_bad_job_file(user, content, words):
+    user("setup")
+    (user.dir / "files" / "job.json").write_text(content)
+    line = one_line_error(user("submitJob", "files/job.json"))
+    assert "files/job.json" in line
+    for w in words:
+        assert w in line, line
+
+
+def test_bad_group_sends_nothing(user, boto):
+    """A bad group near the end must not leave the good ones before it half-submitted."""
+    user("setup")
+    job = dict(JOB, groups=JOB["groups"] + ["not-an-object"])
+    write_json(user.dir / "files" / "job.json", job)
+    line = one_line_error(user("submitJob", "files/job.json"))
+    assert "groups[23]" in line
+    sqs = boto("sqs")
+    attrs = sqs.get_queue_attributes(QueueUrl=queue_url(sqs, "DSTestQueue"),
+                                     AttributeNames=["ApproximateNumberOfMessages"])
+    assert attrs["Attributes"]["ApproximateNumberOfMessages"] == "0"
+
+
+def test_group_missing_a_command_placeholder(user):
+    (user.dir / "config.py").write_text(DS_CONFIG + "COMMAND = 'tool {well} {channel}'\n")
+    user("setup")
+    write_json(user.dir / "files" / "job.json", JOB)
+    line = one_line_error(user("submitJob", "files/job.json"))
+    assert "groups[0]" in line and "{channel}" in line
+
+
+@pytest.mark.parametrize("change, words", [
+    (lambda f: f.pop("IamFleetRole"), ["IamFleetRole", "missing"]),
+    (lambda f: f.update(LaunchSpecifications=[]), ["LaunchSpecifications"]),
+    (lambda f: f["LaunchSpecifications"].extend([{"ImageId": "ami-1"}] * 2),
+     ["3 LaunchSpecifications", "MACHINE_TYPE", "2"]),
+])
+def test_bad_fleet_file(user, change, words):
+    user("setup")
+    fleet = json.loads(json.dumps(FLEET))
+    change(fleet)
+    write_json(user.dir / "files" / "fleet.json", fleet)
+    line = one_line_error(user("startCluster", "files/fleet.json"))
+    assert "files/fleet.json" in line
+    for w in words:
+        assert w in line, line
+
+
+def test_start_before_setup(user):
+    write_json(user.dir / "files" / "fleet.json", FLEET)
+    line = one_line_error(user("startCluster", "files/fleet.json"))
+    assert "setup" in line and "DSTestService" in line
+
+
+def test_aws_refusal_is_one_line(user):
+    (user.dir / "config.py").write_text(DS_CONFIG + "SQS_QUEUE_NAME = 'bad name!'\n")
+    line = one_line_error(user("setup"))
+    assert "AWS refused to create queue bad name!" in line
+
+
+def test_monitor_file_errors(user):
+    line = one_line_error(user("monitor", "files/none.json"))
+    assert "files/none.json" in line and "not found" in line
+    write_json(user.dir / "files" / "m.json", {"MONITOR_APP_NAME": "x"})
+    line = one_line_error(user("monitor", "files/m.json"))
+    assert "MONITOR_FLEET_ID" in line
