@@ -147,3 +147,30 @@ class Workers(object):
     def close(self):
         for p in self.procs:
             p.stop()
+
+
+def start_emulator(logpath):
+    """A moto server on a free 127.0.0.1 port for scripts outside pytest
+    (the benchmark); returns (Proc, url). Tests use conftest's fixture."""
+    import socket
+    import urllib.request
+    for _attempt in range(5):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        url = "http://127.0.0.1:%d" % port
+        proc = Proc([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                    dict(os.environ), logpath)
+
+        def ready():
+            if proc.p.poll() is not None:
+                return "exited"
+            try:
+                with urllib.request.urlopen(url + "/moto-api/config", timeout=1) as r:
+                    return "up" if 200 <= r.status < 300 else None
+            except OSError:
+                return None
+        if wait_until(ready, 30, "the emulator", interval=0.1) == "up":
+            return proc, url
+        proc.stop()
+    raise RuntimeError("could not start the AWS emulator")
