@@ -18,7 +18,9 @@
 # them as export lines on stdout; everything else goes to stderr.
 #
 # Environment: DS_PODMAN_CACHE (default .ci/cache/podman, gitignored),
-# DS_WORKER_IMAGE (default localhost/ds-worker:test).
+# DS_WORKER_IMAGE (default localhost/ds-worker:test), DS_PODMAN_BASE_TAR
+# (default /var/cache/ds-ci/python-3.11-slim-standin.tar: the stand-in's root
+# file system, kept across clones; delete it to make a fresh one).
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -26,6 +28,7 @@ CACHE=${DS_PODMAN_CACHE:-$REPO/.ci/cache/podman}
 IMAGE=${DS_WORKER_IMAGE:-localhost/ds-worker:test}
 BASE=docker.io/library/python:3.11-slim
 ENV_FILE=$REPO/.ci/cache/podman.env
+BASE_TAR=${DS_PODMAN_BASE_TAR:-/var/cache/ds-ci/python-3.11-slim-standin.tar}
 T0=$SECONDS
 
 log() { echo "podman.sh [$((SECONDS - T0))s]: $*" >&2; }
@@ -64,8 +67,13 @@ export CONTAINERS_CONF=$CACHE/containers.conf
 export CONTAINERS_STORAGE_CONF=$CACHE/storage.conf
 
 # 3. Stand-in base image ------------------------------------------------------
+# The debootstrap'd root file system is also kept as a tar in BASE_TAR (outside
+# the clone), so later runs on the same machine import it in seconds.
 if podman image exists "$BASE"; then
     log "base image $BASE present"
+elif [ -s "$BASE_TAR" ]; then
+    log "importing $BASE from $BASE_TAR"
+    podman import --change 'CMD ["python3"]' "$BASE_TAR" "$BASE" >&2
 else
     log "making $BASE from Debian packages (debootstrap)"
     rootfs=$CACHE/rootfs
@@ -77,7 +85,10 @@ else
     ln -sf python3 "$rootfs/usr/bin/python"
     ln -sf pip3 "$rootfs/usr/bin/pip"
     rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/*
-    tar -C "$rootfs" -c . | podman import --change 'CMD ["python3"]' - "$BASE" >&2
+    mkdir -p "$(dirname "$BASE_TAR")"
+    tar -C "$rootfs" -c . | tee "$BASE_TAR.part" \
+        | podman import --change 'CMD ["python3"]' - "$BASE" >&2
+    mv "$BASE_TAR.part" "$BASE_TAR"
     rm -rf "$rootfs"
 fi
 
@@ -96,6 +107,7 @@ podman build --pull=never --network none \
     --build-arg BASE_IMAGE="$BASE" \
     --build-arg PIP_EXTRA_ARGS="--no-index --find-links /wheels" \
     -t "$IMAGE" -f "$REPO/worker/Dockerfile" "$REPO/worker" >&2
+podman image prune -f >/dev/null  # the previous build's layers, if any
 log "built $IMAGE"
 
 mkdir -p "$(dirname "$ENV_FILE")"
