@@ -3,12 +3,13 @@ import json
 import os
 import shlex
 import signal
+import subprocess
 import sys
 import time
 
 import pytest
 
-from worker_helpers import (Workers, make_queues, queue_counts, s3_keys,
+from worker_helpers import (WORKER, Workers, make_queues, queue_counts, s3_keys,
                             send_jobs, wait_until, worker_env)
 
 PY = shlex.quote(sys.executable)
@@ -242,3 +243,36 @@ def test_idle_worker_exits_promptly_on_sigterm(setup, workers, aws_env):
     w.p.wait(5)
     assert time.monotonic() - t0 < 3
     assert w.p.returncode == 0
+
+
+# Resolved at import: the aws_env fixture points HOME elsewhere.
+_PY27_CANDIDATES = (os.environ.get("PYTHON27"),
+                    os.path.expanduser("~/.pyenv/versions/2.7.18/bin/python"))
+
+
+def _py27_with_boto3():
+    for exe in _PY27_CANDIDATES:
+        if exe and os.path.exists(exe) and subprocess.run(
+                [exe, "-c", "import sys, boto3; assert sys.version_info[:2] == (2, 7)"],
+                capture_output=True).returncode == 0:
+            return exe
+    return None
+
+
+@pytest.mark.skipif(_py27_with_boto3() is None, reason="no Python 2.7 with boto3 here")
+def test_same_worker_source_runs_on_python27(setup, boto, workers, aws_env, tmp_path):
+    sqs, s3, queue, dlq = setup
+    send_jobs(sqs, queue, {"output": "py2"}, [{"Plate": "P1", "v": "a b;c"}])
+    env = worker_env(aws_env, queue, BUCKET, "printf '%s' {v} > {output_dir}/v; echo py2-tool-ran",
+                     PYTHONDONTWRITEBYTECODE=1)
+    w = workers.start_script([_py27_with_boto3(), WORKER], env, "py27")
+    wait_until(lambda: drained(sqs, queue), 30, "queue drained")
+    w.wait_for(r"outcome SUCCESS")
+    assert read(s3, "py2/v") == "a b;c"
+    text = wait_until(lambda: "\n".join(log_messages(boto("logs"), "TestApp", "P1-a_b_c"))
+                      if "outcome SUCCESS" in "".join(log_messages(boto("logs"), "TestApp", "P1-a_b_c"))
+                      else None, 10, "CloudWatch log lines")
+    assert "py2-tool-ran" in text
+    t0 = time.monotonic()
+    w.signal(signal.SIGTERM)
+    assert w.p.wait(5) == 0 and time.monotonic() - t0 < 4

@@ -24,6 +24,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import awscompat  # noqa: E402
 import dsjob  # noqa: E402  (lives next to this file, not on sys.path)
 
 import boto3  # noqa: E402
@@ -105,9 +106,10 @@ class Worker(object):
         self.s = settings
         session = boto3.session.Session(region_name=settings.region)
         # Clients are thread-safe; the session is not, so make them all here.
-        self.sqs = session.client("sqs")
-        self.s3 = session.client("s3")
-        self.logs = session.client("logs") if settings.log_group else None
+        self.sqs = awscompat.client(session, "sqs")
+        self.s3 = awscompat.client(session, "s3")
+        self.logs = (awscompat.client(session, "logs")
+                     if settings.log_group else None)
         self.stop = threading.Event()
         self.job = None
         self._log_group_ready = False
@@ -133,16 +135,20 @@ class Worker(object):
             return None
         try:
             self._ensure_log_group()
-            return watchtower.CloudWatchLogHandler(
-                log_group_name=self.s.log_group, log_stream_name=name,
-                boto3_client=self.logs, create_log_group=False)
-        except TypeError:
-            # watchtower < 1.0 (the Python 2.7 image) spells the kwargs
-            # differently and takes a session instead of a client.
-            return watchtower.CloudWatchLogHandler(
-                log_group=self.s.log_group, stream_name=name,
-                boto3_session=boto3.session.Session(region_name=self.s.region),
-                create_log_group=True)
+            try:
+                return watchtower.CloudWatchLogHandler(
+                    log_group_name=self.s.log_group, log_stream_name=name,
+                    boto3_client=self.logs, create_log_group=False)
+            except TypeError:
+                # watchtower < 1.0 (the Python 2.7 image) spells the kwargs
+                # differently and builds its own client from a session,
+                # which would ignore an emulator endpoint on old boto3; it
+                # makes no call before the first send, so swap ours in.
+                handler = watchtower.CloudWatchLogHandler(
+                    log_group=self.s.log_group, stream_name=name,
+                    create_log_group=False)
+                handler.cwl_client = self.logs
+                return handler
         except Exception as e:  # CloudWatch trouble must not stop the work
             LOG.warning("%s CloudWatch logging unavailable for %s: %s",
                         self.tag, name, e)
@@ -411,11 +417,12 @@ class Worker(object):
                    JOB_NAME=job.name)
         # Own session = own process group, so stop() can kill the tool and
         # everything it spawned without touching this worker.
-        proc = subprocess.Popen([shell, "-c", command], cwd=cwd, env=env,
-                                stdin=open(os.devnull, "rb"),
-                                stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT,
-                                preexec_fn=os.setsid, close_fds=True)
+        # stdin from /dev/null: a tool that prompts must fail, not hang.
+        with open(os.devnull, "rb") as devnull:
+            proc = subprocess.Popen([shell, "-c", command], cwd=cwd, env=env,
+                                    stdin=devnull, stdout=subprocess.PIPE,
+                                    stderr=subprocess.STDOUT,
+                                    preexec_fn=os.setsid, close_fds=True)
         job.proc = proc
         if self.stop.is_set():  # a signal raced with the start
             _kill_group(proc, signal.SIGKILL)

@@ -68,10 +68,12 @@ def instance_id(env):
 
 def tag_and_alarm(iid, env):
     import boto3
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import awscompat
     app = env.get("APP_NAME", "DS")
     region = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION")
     session = boto3.session.Session(region_name=region)
-    ec2 = session.client("ec2")
+    ec2 = awscompat.client(session, "ec2")
     tags = [{"Key": "Name", "Value": app + "-worker"},
             {"Key": "APP_NAME", "Value": app}]
     ok = True
@@ -88,7 +90,7 @@ def tag_and_alarm(iid, env):
         note("could not tag %s: %s" % (iid, e))
     try:
         name = "%s_%s" % (app, iid)
-        session.client("cloudwatch").put_metric_alarm(
+        awscompat.client(session, "cloudwatch").put_metric_alarm(
             AlarmName=name,
             AlarmDescription="Terminate %s worker %s after 15 idle minutes"
                              % (app, iid),
