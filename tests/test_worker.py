@@ -276,3 +276,32 @@ def test_same_worker_source_runs_on_python27(setup, boto, workers, aws_env, tmp_
     t0 = time.monotonic()
     w.signal(signal.SIGTERM)
     assert w.p.wait(5) == 0 and time.monotonic() - t0 < 4
+
+
+def test_documented_gzip_example(setup, workers, aws_env):
+    """The worked example of documentation/worker.md, as written there."""
+    import gzip
+    sqs, s3, queue, dlq = setup
+    s3.create_bucket(Bucket="other-bucket")
+    for plate in ("plate1", "plate2"):
+        s3.put_object(Bucket=BUCKET, Key="raw/%s/a.txt" % plate, Body=plate.encode())
+        s3.put_object(Bucket=BUCKET, Key="raw/%s/sub/b.txt" % plate, Body=b"b")
+    s3.put_object(Bucket="other-bucket", Key="extra.csv", Body=b"1,2")
+    job = {"level": "-9", "groups": [
+        {"input": "raw/plate1/", "output": "gzipped/plate1"},
+        {"input": "raw/plate2/", "output": "gzipped/plate2"},
+        {"input": "s3://other-bucket/extra.csv", "output": "gzipped/extra", "level": "-1"}]}
+    shared = {k: v for k, v in job.items() if k != "groups"}
+    send_jobs(sqs, queue, shared, job["groups"])
+    command = "cp -r {input_dir}/. {output_dir}/ && gzip -r {level} {output_dir}"
+    w = workers.start(worker_env(aws_env, queue, BUCKET, command, CHECK_IF_DONE_BOOL="True",
+                                 EXPECTED_NUMBER_FILES=1, MIN_FILE_SIZE_BYTES=1,
+                                 NECESSARY_STRING=".gz"))
+    wait_until(lambda: drained(sqs, queue), 30, "queue drained")
+    assert sorted(s3_keys(s3, BUCKET, "gzipped/")) == [
+        "gzipped/extra/extra.csv.gz", "gzipped/plate1/a.txt.gz", "gzipped/plate1/sub/b.txt.gz",
+        "gzipped/plate2/a.txt.gz", "gzipped/plate2/sub/b.txt.gz"]
+    body = s3.get_object(Bucket=BUCKET, Key="gzipped/plate2/a.txt.gz")["Body"].read()
+    assert gzip.decompress(body) == b"plate2"
+    w.wait_for(r"END job raw_plate1-gzipped_plate1 outcome SUCCESS")
+    assert queue_counts(sqs, dlq) == (0, 0)

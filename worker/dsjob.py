@@ -142,7 +142,9 @@ def job_name(message):
             if isinstance(value, dict):
                 value = json.dumps(value, sort_keys=True)
             parts.extend(value_words(key, value))
-        raw = "-".join(parts)
+        # Clean each value on its own so "raw/plate1/" gives "raw_plate1",
+        # not a dangling "_" before the "-" separator.
+        raw = "-".join(p for p in (_sanitize_name(x) for x in parts) if p)
     name = _sanitize_name(raw)
     if not name:
         digest = hashlib.sha1(
