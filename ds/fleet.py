@@ -15,7 +15,7 @@ CONFIG_ERRORS = {"iamFleetRoleInvalid", "spotFleetRequestConfigurationInvalid",
                  "allLaunchSpecsTemporarilyBlacklisted", "launchSpecUnusable"}
 # Words in an event's description -> the setting to fix.
 FIELD_HINTS = [
-    (("image id", "ami-", "imageid"), "ImageId in the fleet file"),
+    (("image id", "imageid", "ami id"), "ImageId in the fleet file"),
     (("subnet",), "SubnetId in the fleet file"),
     (("key pair", "keypair", "keyname", "key name"), "KeyName in the fleet file"),
     (("security group", "groupid"), "Groups in the fleet file"),
@@ -192,7 +192,10 @@ def describe_event(record):
 
 def field_to_fix(record):
     info = record.get("EventInformation") or {}
-    text = ("%s %s" % (info.get("EventSubType", ""), info.get("EventDescription", ""))).lower()
+    # AWS prefixes the message with the launch spec ("m5.xlarge, ami-..., Linux/UNIX: ...");
+    # only the message after it says what is wrong.
+    message = (info.get("EventDescription") or "").split(": ", 1)[-1]
+    text = ("%s %s" % (info.get("EventSubType", ""), message)).lower()
     for words, field in FIELD_HINTS:
         if any(w in text for w in words):
             return field
@@ -258,9 +261,9 @@ def wait_for_machines(ec2, fleet_id, target, started, timeout):
             print(describe_event(record))
             if is_config_error(record):
                 cancel(ec2, fleet_id)
-                raise UserError("The spot fleet cannot start: %s Fix %s and run startCluster "
-                                "again (the request was cancelled)."
-                                % (describe_event(record), field_to_fix(record)))
+                raise UserError("The spot fleet cannot start (%s); fix %s and run "
+                                "startCluster again. The request was cancelled."
+                                % (describe_event(record).rstrip("."), field_to_fix(record)))
         state["running"] = len(instances(ec2, fleet_id))
         return state["running"] >= target
 

@@ -95,7 +95,7 @@ def _send_batch(sqs, url, batch):
     pending = {str(n): item for n, item in enumerate(batch)}
     for attempt in range(SEND_ROUNDS):
         if attempt:
-            time.sleep(min(0.2 * 2 ** attempt, 5))  # backoff after a partial failure
+            time.sleep(0.05 * 2 ** attempt)  # backoff after a partial failure
         entries = [{"Id": k, "MessageBody": body} for k, (_, body) in pending.items()]
         try:
             reply = sqs.send_message_batch(QueueUrl=url, Entries=entries)

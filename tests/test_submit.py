@@ -1,0 +1,123 @@
+"""Submission at scale: every group sent exactly once, in valid SQS batches."""
+import json
+import random
+import threading
+
+import pytest
+
+from conftest import run_py, write_json
+from test_steps import DS_CONFIG
+
+from ds import commands, jobs, queue
+from ds.errors import UserError
+
+
+class StandInSQS:
+    """Stands in for SQS at a scale the emulator cannot hold: checks and counts batches.
+
+    Like SQS, it may fail some entries of a batch (reported per entry); with
+    `permanent`, those bodies never get through.
+    """
+
+    def __init__(self, fail_rate=0.0, permanent=frozenset()):
+        self.received = []
+        self.calls = 0
+        self.fail_rate, self.permanent = fail_rate, permanent
+        self.tags = {}
+        self.lock = threading.Lock()
+        self.rng = random.Random(1)
+
+    def get_queue_url(self, QueueName):
+        return {"QueueUrl": "https://sqs.example/123/" + QueueName}
+
+    def send_message_batch(self, QueueUrl, Entries):
+        assert 1 <= len(Entries) <= 10
+        assert len({e["Id"] for e in Entries}) == len(Entries)
+        assert sum(len(e["MessageBody"].encode()) for e in Entries) <= 262144
+        ok, failed = [], []
+        with self.lock:
+            self.calls += 1
+            for e in Entries:
+                if e["MessageBody"] in self.permanent or self.rng.random() < self.fail_rate:
+                    failed.append({"Id": e["Id"], "SenderFault": False,
+                                   "Code": "InternalError"})
+                else:
+                    self.received.append(e["MessageBody"])
+                    ok.append({"Id": e["Id"], "MessageId": "m"})
+        return {"Successful": ok, "Failed": failed}
+
+    def list_queue_tags(self, QueueUrl):
+        return {"Tags": dict(self.tags)}
+
+    def tag_queue(self, QueueUrl, Tags):
+        self.tags.update(Tags)
+
+
+class StandInAWS:
+    def __init__(self, sqs):
+        self.sqs = sqs
+
+    def client(self, name):
+        assert name == "sqs"
+        return self.sqs
+
+
+def big_job(path, n):
+    write_json(path, {"pipeline": "p.cppipe",
+                      "groups": [{"plate": "P%d" % (i // 384), "well": i % 384}
+                                 for i in range(n)]})
+    return str(path)
+
+
+def test_100000_groups_each_sent_once_despite_partial_failures(tmp_path):
+    path = big_job(tmp_path / "big.json", 100000)
+    bodies = jobs.load_messages(path)
+    sqs = StandInSQS(fail_rate=0.005)
+    unsent = queue.send_all(sqs, "url", bodies)
+    assert unsent == []
+    assert len(sqs.received) == 100000
+    assert sorted(sqs.received) == sorted(bodies)  # exactly once each
+    assert 10000 <= sqs.calls < 10000 * 1.2  # batches of 10, few retries
+    groups = [json.loads(b)["group"] for b in sqs.received[:3]]
+    assert all(set(g) == {"plate", "well"} for g in groups)
+
+
+def test_large_messages_are_packed_under_the_batch_size_limit(tmp_path):
+    path = tmp_path / "fat.json"
+    write_json(path, {"groups": [{"blob": "x" * 60000, "i": i} for i in range(25)]})
+    bodies = jobs.load_messages(str(path))
+    sqs = StandInSQS()
+    assert queue.send_all(sqs, "url", bodies) == []
+    assert sorted(sqs.received) == sorted(bodies)
+    assert sqs.calls >= 25 * 60000 // 262144 + 1
+
+
+def test_unsent_groups_are_saved_for_resubmission(tmp_path):
+    path = big_job(tmp_path / "job.json", 50)
+    bodies = jobs.load_messages(path)
+    stuck = {bodies[7], bodies[31]}
+    sqs = StandInSQS(permanent=stuck)
+    settings = {"SQS_QUEUE_NAME": "Q", "COMMAND": ""}
+    from ds.settings import Settings
+    with pytest.raises(UserError) as e:
+        commands.submit_job(StandInAWS(sqs), Settings(settings), path)
+    assert "2 jobs could not be sent" in str(e.value) and "48 sent" in str(e.value)
+    saved = str(e.value).split("saved in ")[1].split(":")[0]
+    again = jobs.load_messages(saved)
+    assert sorted(again) == sorted(stuck)
+    assert len(sqs.received) == 48 and sqs.tags["submitted"] == "48"
+
+
+def test_few_thousand_through_the_emulator(tmp_path, aws_env, boto):
+    (tmp_path / "config.py").write_text(DS_CONFIG)
+    boto("s3").create_bucket(Bucket="ds-test-bucket")
+    path = big_job(tmp_path / "job.json", 2000)
+    assert run_py(["setup"], aws_env, cwd=str(tmp_path)).returncode == 0
+    result = run_py(["submitJob", path], aws_env, cwd=str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert "Queued 2000 jobs" in result.stdout
+    assert "Submitting" in result.stderr  # the progress bar on a large file
+    sqs = boto("sqs")
+    url = sqs.get_queue_url(QueueName="DSTestQueue")["QueueUrl"]
+    assert queue.counts(sqs, url) == (2000, 0)
+    assert queue.submitted(sqs, url) == 2000
