@@ -1,0 +1,186 @@
+"""`python run.py local`: the whole run on this machine, as a user starts it."""
+import csv
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from conftest import REPO, write_json
+
+EXAMPLE = os.path.join(REPO, "files", "exampleData", "measurements")
+
+
+@pytest.fixture
+def user_env(tmp_path):
+    """A laptop with no AWS account: no AWS variables at all, an empty HOME."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    home = tmp_path / "home"
+    home.mkdir()
+    env.update(HOME=str(home), PYTHONUNBUFFERED="1")
+    return env
+
+
+def local(args, env, timeout=240):
+    return subprocess.run([sys.executable, "run.py", "local"] + args, cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def expected_summary(well):
+    """Computed here from the CSV, independently of the example tool."""
+    with open(os.path.join(EXAMPLE, well + ".csv")) as f:
+        rows = list(csv.reader(f))
+    header, rows = rows[0], rows[1:]
+    out = {"cells": len(rows)}
+    for i, name in enumerate(header):
+        if name == "cell":
+            continue
+        col = [float(r[i]) for r in rows]
+        out[name] = {"mean": sum(col) / len(col), "sd": statistics.pstdev(col) *
+                     (len(col) / (len(col) - 1)) ** 0.5, "min": min(col), "max": max(col)}
+    return out
+
+
+def check_outputs(out_dir, wells):
+    for well in wells:
+        path = os.path.join(out_dir, "exampleOutput", "Plate1", well, well + ".json")
+        with open(path) as f:
+            got = json.load(f)
+        want = expected_summary(well)
+        assert got["cells"] == want["cells"]
+        for col in ("area", "intensity", "eccentricity"):
+            for stat in ("mean", "sd", "min", "max"):
+                assert got[col][stat] == pytest.approx(want[col][stat], rel=1e-9), (well, col)
+
+
+WELLS = sorted(f[:-4] for f in os.listdir(EXAMPLE))
+
+
+def test_example_runs_locally_with_no_aws_account(user_env, tmp_path):
+    out = tmp_path / "out"
+    result = local(["--out", str(out)], user_env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    check_outputs(str(out), WELLS)
+    assert "jobs submitted   12" in result.stdout
+    assert "succeeded        12" in result.stdout and "failed           0" in result.stdout
+    assert "per job          min" in result.stdout
+    assert str(out) in result.stdout
+    assert "Traceback" not in result.stderr
+
+
+def config_with(tmp_path, **changes):
+    """The repo's config.py with some knobs changed, as a user would edit it."""
+    text = open(os.path.join(REPO, "config.py")).read()
+    lines = []
+    for line in text.splitlines():
+        name = line.split("=")[0].strip()
+        if name in changes:
+            line = "%s = %r" % (name, changes.pop(name))
+        lines.append(line)
+    lines += ["%s = %r" % kv for kv in changes.items()]
+    path = tmp_path / "config.py"
+    path.write_text("\n".join(lines) + "\n")
+    return str(path)
+
+
+def worker_pids(app_name):
+    """Worker processes of this run (their environment names the app)."""
+    pids = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open("/proc/%s/cmdline" % pid, "rb") as f:
+                cmd = f.read()
+            with open("/proc/%s/environ" % pid, "rb") as f:
+                env = f.read().split(b"\0")
+        except OSError:
+            continue
+        if b"generic-worker.py" in cmd and ("APP_NAME=" + app_name).encode() in env:
+            pids.append(int(pid))
+    return pids
+
+
+def test_worker_killed_mid_run_and_every_output_still_arrives(user_env, tmp_path):
+    config = config_with(
+        tmp_path, APP_NAME="LocalKill", SQS_MESSAGE_VISIBILITY=5,
+        COMMAND="sleep 1; python3 {input_dir}/summarize.py {input_dir}/{well}.csv "
+                "{output_dir}/{well}.json")
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "run.py", "--config", config, "local", "--out",
+                             str(out)], cwd=REPO, env=user_env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    lines = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
+    reader.start()
+    killed = None
+    deadline = time.monotonic() + 60
+    while killed is None and time.monotonic() < deadline:
+        busy = [l for l in lines if " running," in l and not l.split("queued, ")[1]
+                .startswith("0 running")]
+        pids = worker_pids("LocalKill")
+        if busy and pids:
+            killed = pids[0]
+            os.kill(killed, signal.SIGKILL)  # a machine vanishes mid-job
+        time.sleep(0.1)
+    assert killed, "no worker was ever busy:\n" + "".join(lines)
+    proc.wait(240)
+    reader.join(5)
+    output = "".join(lines)
+    assert proc.returncode == 0, output
+    check_outputs(str(out), WELLS)
+    assert "succeeded        12" in output
+
+
+def test_failing_job_is_reported_with_its_log(user_env, tmp_path):
+    job = json.load(open(os.path.join(REPO, "files", "exampleJob.json")))
+    job["groups"].append({"well": "Z99", "input": ["exampleData/summarize.py"],
+                          "output": "exampleOutput/Plate1/Z99"})
+    write_json(tmp_path / "job.json", job)
+    config = config_with(tmp_path, APP_NAME="LocalFail", JOB_RETRIES=2)
+    result = subprocess.run([sys.executable, "run.py", "--config", config, "local",
+                             str(tmp_path / "job.json"), "--out", str(tmp_path / "out")],
+                            cwd=REPO, env=user_env, capture_output=True, text=True, timeout=240)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "succeeded        12" in result.stdout and "failed           1" in result.stdout
+    assert "Job Z99 failed (2 tries)" in result.stdout
+    tail = result.stdout.split("Job Z99 failed")[1]
+    assert "Z99.csv" in tail and "outcome FAILED" in tail  # the tool's own complaint, and the end
+    check_outputs(str(tmp_path / "out"), WELLS)
+
+
+def test_bad_job_file_is_one_line_and_starts_nothing(user_env, tmp_path):
+    (tmp_path / "job.json").write_text('{"groups": [')
+    result = local([str(tmp_path / "job.json")], user_env)
+    assert result.returncode == 1
+    assert result.stderr.count("\n") == 1 and "not valid JSON" in result.stderr
+    assert "emulator" not in result.stdout
+
+
+def _podman_ready():
+    image = os.environ.get("DS_WORKER_IMAGE")
+    if not image or not shutil.which("podman"):
+        return None
+    ok = subprocess.run(["podman", "image", "exists", image]).returncode == 0
+    return image if ok else None
+
+
+def test_local_run_with_containers(user_env, tmp_path):
+    image = _podman_ready()
+    if not image:
+        pytest.skip("no worker image: run `bash .ci/podman.sh && . .ci/cache/podman.env` "
+                    "first (needs podman; CI does this)")
+    config = config_with(tmp_path, APP_NAME="LocalDocker", DOCKERHUB_TAG=image)
+    out = tmp_path / "out"
+    result = subprocess.run([sys.executable, "run.py", "--config", config, "local", "--docker",
+                             "--out", str(out)], cwd=REPO, env=user_env, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    check_outputs(str(out), WELLS)
+    assert "succeeded        12" in result.stdout
