@@ -77,10 +77,14 @@ elif [ -s "$BASE_TAR" ]; then
 else
     log "making $BASE from Debian packages (debootstrap)"
     rootfs=$CACHE/rootfs
-    rm -rf "$rootfs"
-    debootstrap --variant=minbase --include=python3,python3-pip,ca-certificates \
-        bookworm "$rootfs" >"$CACHE/debootstrap.log" 2>&1 \
-        || { tail -20 "$CACHE/debootstrap.log" >&2; exit 1; }
+    for attempt in 1 2; do  # a second try if the mirror hiccups
+        rm -rf "$rootfs"
+        debootstrap --variant=minbase --include=python3,python3-pip,ca-certificates \
+            bookworm "$rootfs" >"$CACHE/debootstrap.log" 2>&1 && break
+        tail -20 "$CACHE/debootstrap.log" >&2
+        [ "$attempt" = 2 ] && exit 1
+        log "debootstrap failed; trying once more"
+    done
     rm -f "$rootfs"/usr/lib/python3.*/EXTERNALLY-MANAGED
     ln -sf python3 "$rootfs/usr/bin/python"
     ln -sf pip3 "$rootfs/usr/bin/pip"
