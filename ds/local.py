@@ -31,6 +31,8 @@ RECONCILE_SECONDS = 0.5    # how often the launcher compares desired and running
 STOP_GRACE = 20            # seconds a worker gets to release its job after SIGTERM
 LOG_TAIL = 8               # lines of a failed job's log shown in the summary
 MAX_FAILURES_SHOWN = 3     # failed jobs whose log tail the summary shows
+QUICK_EXIT = 5             # a worker that exits sooner than this many seconds...
+MAX_QUICK_EXITS = 3        # ...this many times in a row cannot start: stop the run
 DUMMY_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local",
                      "AWS_SESSION_TOKEN": "local"}
 
@@ -77,6 +79,7 @@ class Launcher(threading.Thread):
         self.halt = threading.Event()
         self.lock = threading.Lock()
         self.error = None
+        self.crashes = 0
 
     def desired(self):
         """(desired count, container definition) as ECS has them now."""
@@ -104,32 +107,31 @@ class Launcher(threading.Thread):
         log = open(os.path.join(self.workdir, name + ".log"), "wb")
         env = self.task_env(container)
         if self.docker:
-            cmd = [self.docker, "run", "--rm", "--network", "host", "--name",
-                   "%s-%s-%d" % (self.s.APP_NAME, name, os.getpid())]
+            cmd = [self.docker, "run", "--rm", "--network", "host", "--pull", "never",
+                   "--name", self.container_name(name)]
             for k, v in env.items():
                 if k not in ("PATH", "HOME", "PYTHONPATH", "WORKER_SCRATCH", "TMPDIR"):
                     cmd += ["-e", "%s=%s" % (k, v)]
             cmd.append(container["image"])
+            env = dict(os.environ)  # the engine's own settings; the task's go in with -e
         else:
-            # run-worker.sh calls python3: make that this interpreter.
-            bindir = os.path.join(self.workdir, "bin")
-            os.makedirs(bindir, exist_ok=True)
-            for exe in ("python3", "python"):
-                link = os.path.join(bindir, exe)
-                if not os.path.lexists(link):
-                    os.symlink(sys.executable, link)
-            env["PATH"] = bindir + os.pathsep + env.get("PATH", "")
+            # run-worker.sh calls python3 (or WORKER_PYTHON): make that this interpreter.
+            env["WORKER_PYTHON"] = sys.executable
             cmd = ["bash", os.path.join(REPO, "worker", "run-worker.sh")]
         proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, start_new_session=True)
         proc.log = log
         proc.name = name
+        proc.began = time.monotonic()
         self.procs.append(proc)
+
+    def container_name(self, task):
+        return "%s-%s-%d" % (self.s.APP_NAME, task, os.getpid())
 
     def stop_task(self, proc):
         if self.docker:
             subprocess.run([self.docker, "stop", "-t", str(STOP_GRACE),
-                            "%s-%s-%d" % (self.s.APP_NAME, proc.name, os.getpid())],
+                            self.container_name(proc.name)],
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         elif proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
@@ -144,9 +146,14 @@ class Launcher(threading.Thread):
         count, container = self.desired()
         with self.lock:
             for proc in [p for p in self.procs if p.poll() is not None]:
-                # ECS replaces a task that died; so do we.
+                # ECS replaces a task that died; so do we, unless tasks die at birth.
                 self.procs.remove(proc)
                 proc.log.close()
+                quick = time.monotonic() - proc.began < QUICK_EXIT
+                self.crashes = self.crashes + 1 if quick else 0
+                if self.crashes >= MAX_QUICK_EXITS:
+                    raise RuntimeError("%d workers in a row exited at once; the last said: %s"
+                                       % (self.crashes, _last_line(proc.log.name)))
             while len(self.procs) > count:
                 self.stop_task(self.procs.pop())
             while len(self.procs) < count:
@@ -327,6 +334,12 @@ def run(settings, args):
         if launcher is not None:
             launcher.stop()
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _last_line(path):
+    with open(path, "rb") as f:
+        lines = [l for l in f.read().decode("utf-8", "replace").splitlines() if l.strip()]
+    return lines[-1].strip() if lines else "(nothing)"
 
 
 def _launcher_ok(launcher):

@@ -184,3 +184,18 @@ def test_local_run_with_containers(user_env, tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
     check_outputs(str(out), WELLS)
     assert "succeeded        12" in result.stdout
+
+
+def test_workers_that_cannot_start_stop_the_run_with_one_line(user_env, tmp_path):
+    if not _podman_ready():
+        pytest.skip("no worker image: run `bash .ci/podman.sh && . .ci/cache/podman.env` "
+                    "first (needs podman; CI does this)")
+    config = config_with(tmp_path, APP_NAME="LocalNoImage",
+                         DOCKERHUB_TAG="localhost/no-such-image:1")
+    result = subprocess.run([sys.executable, "run.py", "--config", config, "local", "--docker",
+                             "--out", str(tmp_path / "out")], cwd=REPO, env=user_env,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert "Could not start local workers" in result.stderr
+    assert "no-such-image" in result.stderr
