@@ -7,6 +7,7 @@ import contextlib
 
 import boto3
 import botocore.exceptions
+from botocore.parsers import ResponseParserError
 from botocore.config import Config
 
 from .errors import UserError
@@ -61,3 +62,6 @@ def explain(what, hint=""):
     except botocore.exceptions.EndpointConnectionError as e:
         raise UserError("Could not reach AWS to %s (%s); check your network and AWS_REGION."
                         % (what, e))
+    except (botocore.exceptions.BotoCoreError, ResponseParserError) as e:
+        raise UserError("AWS failed to %s: %s. Try again; if it persists, check the AWS "
+                        "status page for your region." % (what, str(e).splitlines()[0]))
