@@ -15,18 +15,14 @@ from .errors import UserError
 WORKER_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "worker")
 # SQS refuses a message (or a batch) larger than this many bytes.
 MAX_MESSAGE_BYTES = 262144
-BUILTIN_PLACEHOLDERS = {"input_dir", "output_dir", "job_name"}
 
 
-def _template_placeholders(command):
-    """The placeholders of COMMAND, parsed by the worker's own code."""
+def _worker_checks():
+    """The worker's own job parser: the control plane checks exactly what will run."""
     if WORKER_DIR not in sys.path:
         sys.path.insert(0, WORKER_DIR)
     import dsjob
-    try:
-        return set(dsjob.placeholders(command))
-    except ValueError as e:
-        raise UserError("config.py: COMMAND is not a valid template: %s" % e)
+    return dsjob
 
 
 def _drop_comments(obj):
@@ -57,19 +53,19 @@ def load_messages(path, command=""):
         raise UserError("%s: no \"groups\" key; list one object per job under \"groups\"." % path)
     if not isinstance(groups, list) or not groups:
         raise UserError("%s: \"groups\" must be a non-empty list of objects." % path)
-    needed = _template_placeholders(command) - BUILTIN_PLACEHOLDERS if command else set()
+    dsjob = _worker_checks()
     bodies = []
     for i, group in enumerate(groups):
         if not isinstance(group, dict):
             raise UserError("%s: groups[%d] must be an object like {\"name\": \"A01\"}, not %s."
                             % (path, i, json.dumps(group)[:60]))
-        group = _drop_comments(group)
-        missing = sorted(needed - set(shared) - set(group))
-        if missing:
-            raise UserError("%s: groups[%d] has no value for {%s} used in COMMAND; add it to "
-                            "the group or to the top of the file." % (path, i, missing[0]))
         body = dict(shared)
-        body["group"] = group
+        body["group"] = _drop_comments(group)
+        try:
+            dsjob.check_job(command, body)
+        except dsjob.JobError as e:
+            raise UserError("%s: groups[%d]: %s; fix the group or the top of the file"
+                            " (or COMMAND in config.py)." % (path, i, str(e).rstrip(".")))
         text = json.dumps(body, separators=(",", ":"))
         if len(text.encode("utf-8")) > MAX_MESSAGE_BYTES:
             raise UserError("%s: groups[%d] makes a message over SQS's 256 KiB limit; "
