@@ -10,6 +10,7 @@
 The work is done by the ds/ package; this file only reads the command line.
 """
 import argparse
+import signal
 import sys
 
 DEFAULT_JOB = "files/exampleJob.json"
@@ -42,8 +43,16 @@ def parse(argv):
     return p.parse_args(argv)
 
 
+def _interrupt(_signum, _frame):
+    raise KeyboardInterrupt
+
+
 def main(argv=None):
     args = parse(sys.argv[1:] if argv is None else argv)
+    # Ctrl-C and a plain `kill` both stop cleanly, even when started from a
+    # shell or service that ignores SIGINT for background jobs.
+    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)
     from ds.errors import UserError
     try:
         from ds import cli

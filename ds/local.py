@@ -129,14 +129,21 @@ class Launcher(threading.Thread):
         return "%s-%s-%d" % (self.s.APP_NAME, task, os.getpid())
 
     def stop_task(self, proc):
+        self._ask_to_stop(proc)
+        self._reap(proc)
+
+    def _ask_to_stop(self, proc):
+        """SIGTERM, as ECS does: the worker releases its job and exits."""
         if self.docker:
-            subprocess.run([self.docker, "stop", "-t", str(STOP_GRACE),
-                            self.container_name(proc.name)],
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            subprocess.Popen([self.docker, "stop", "-t", str(STOP_GRACE),
+                              self.container_name(proc.name)],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         elif proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
+
+    def _reap(self, proc):
         try:
-            proc.wait(STOP_GRACE)
+            proc.wait(STOP_GRACE + 5)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
@@ -173,12 +180,11 @@ class Launcher(threading.Thread):
         if self.is_alive():
             self.join()
         with self.lock:
-            while self.procs:
-                self.stop_task(self.procs.pop())
-
-    def pids(self):
-        with self.lock:
-            return [p.pid for p in self.procs if p.poll() is None]
+            procs, self.procs = self.procs, []
+        for proc in procs:  # all at once: each may take a while to let go of its job
+            self._ask_to_stop(proc)
+        for proc in procs:
+            self._reap(proc)
 
 
 def upload_folder(s3, bucket, folder):
@@ -302,38 +308,45 @@ def run(settings, args):
     s = local_settings(settings, args.workers, docker)
     bodies = jobs.load_messages(args.jobfile, s.COMMAND)  # fail on a bad file before anything
     workdir = tempfile.mkdtemp(prefix="run-", dir=_ensure_dir(RUN_DIR))
-    launcher = None
     try:
         with Emulator() as emu:
             print("AWS emulator at %s (nothing here touches your AWS account)." % emu.url)
             aws = Session(s)
-            s3 = aws.client("s3")
-            _create_bucket(s3, s.AWS_BUCKET, s.AWS_REGION)
-            if args.data:
-                n = upload_folder(s3, s.AWS_BUCKET, args.data)
-                print("Uploaded %d file%s from %s to s3://%s/%s/." % (
-                    n, "" if n == 1 else "s", args.data, s.AWS_BUCKET,
-                    os.path.basename(os.path.normpath(args.data))))
-            commands.setup(aws, s)
-            submitted = commands.submit_job(aws, s, args.jobfile)
             launcher = Launcher(aws.client("ecs"), s, workdir, docker)
-            launcher.start()
-            fleet_file = os.path.join(workdir, "fleet.json")
-            with open(fleet_file, "w") as f:
-                json.dump(LOCAL_FLEET, f)
-            commands.start_cluster(aws, s, fleet_file, timeout=60)
-            monitor.monitor(aws, s, fleet.monitor_file_path(s),
-                            poll_seconds=POLL_SECONDS, live=sys.stdout.isatty(),
-                            check=lambda: _launcher_ok(launcher))
-            launcher.stop()
-            reports = job_reports(aws.client("logs"), s.LOG_GROUP_NAME)
-            n_files = download_outputs(s3, output_locations(bodies, s.AWS_BUCKET), args.out)
-            failed = summarize(reports, submitted, time.monotonic() - began, args.out, n_files)
-            return 1 if failed else 0
+            try:
+                return _run(aws, s, args, bodies, launcher, workdir, began)
+            finally:
+                # before the emulator goes: stopped workers release their jobs through it
+                launcher.stop()
     finally:
-        if launcher is not None:
-            launcher.stop()
         shutil.rmtree(workdir, ignore_errors=True)
+        # the monitor file names resources of the emulator, which is gone now
+        if os.path.exists(fleet.monitor_file_path(s)):
+            os.remove(fleet.monitor_file_path(s))
+
+
+def _run(aws, s, args, bodies, launcher, workdir, began):
+    s3 = aws.client("s3")
+    _create_bucket(s3, s.AWS_BUCKET, s.AWS_REGION)
+    if args.data:
+        n = upload_folder(s3, s.AWS_BUCKET, args.data)
+        print("Uploaded %d file%s from %s to s3://%s/%s/." % (
+            n, "" if n == 1 else "s", args.data, s.AWS_BUCKET,
+            os.path.basename(os.path.normpath(args.data))))
+    commands.setup(aws, s)
+    submitted = commands.submit_job(aws, s, args.jobfile)
+    launcher.start()
+    fleet_file = os.path.join(workdir, "fleet.json")
+    with open(fleet_file, "w") as f:
+        json.dump(LOCAL_FLEET, f)
+    commands.start_cluster(aws, s, fleet_file, timeout=60)
+    monitor.monitor(aws, s, fleet.monitor_file_path(s), poll_seconds=POLL_SECONDS,
+                    live=sys.stdout.isatty(), check=lambda: _launcher_ok(launcher))
+    launcher.stop()
+    reports = job_reports(aws.client("logs"), s.LOG_GROUP_NAME)
+    n_files = download_outputs(s3, output_locations(bodies, s.AWS_BUCKET), args.out)
+    failed = summarize(reports, submitted, time.monotonic() - began, args.out, n_files)
+    return 1 if failed else 0
 
 
 def _last_line(path):

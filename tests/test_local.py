@@ -199,3 +199,19 @@ def test_workers_that_cannot_start_stop_the_run_with_one_line(user_env, tmp_path
     assert "Traceback" not in result.stderr
     assert "Could not start local workers" in result.stderr
     assert "no-such-image" in result.stderr
+
+
+def test_ctrl_c_stops_every_worker(user_env, tmp_path):
+    config = config_with(tmp_path, APP_NAME="LocalCtrlC", COMMAND="sleep 30")
+    proc = subprocess.Popen([sys.executable, "run.py", "--config", config, "local", "--out",
+                             str(tmp_path / "out")], cwd=REPO, env=user_env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not worker_pids("LocalCtrlC") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert worker_pids("LocalCtrlC"), "workers never started"
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, out + err
+    assert "Stopped" in err and "Traceback" not in err
+    assert worker_pids("LocalCtrlC") == []

@@ -186,8 +186,13 @@ def test_four_steps_and_monitor_removes_everything(project, boto):
     assert all(g["retentionInDays"] == 60 for g in groups.values())
     assert cw.list_dashboards(DashboardNamePrefix="DSTest")["DashboardEntries"]
     assert s3.get_object(Bucket="ds-test-bucket", Key="ecsconfigs/DSTest_ecs.config")
-    # what a worker's run-worker.sh creates on each machine
-    cw.put_metric_alarm(AlarmName="DSTest_i-0123", MetricName="CPUUtilization",
+    # what run-worker.sh creates on each machine; more than one delete call's worth
+    for i in range(130):
+        cw.put_metric_alarm(AlarmName="DSTest_i-%04d" % i, MetricName="CPUUtilization",
+                            Namespace="AWS/EC2", Statistic="Average", Period=60,
+                            EvaluationPeriods=15, Threshold=1,
+                            ComparisonOperator="LessThanThreshold")
+    cw.put_metric_alarm(AlarmName="Other_i-1", MetricName="CPUUtilization",
                         Namespace="AWS/EC2", Statistic="Average", Period=60,
                         EvaluationPeriods=15, Threshold=1, ComparisonOperator="LessThanThreshold")
 
@@ -211,6 +216,7 @@ def test_four_steps_and_monitor_removes_everything(project, boto):
                 if c["status"] == "ACTIVE"]
     assert not cw.list_dashboards(DashboardNamePrefix="DSTest")["DashboardEntries"]
     assert not cw.describe_alarms(AlarmNamePrefix="DSTest")["MetricAlarms"]
+    assert cw.describe_alarms(AlarmNamePrefix="Other")["MetricAlarms"]  # not ours: kept
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket="ds-test-bucket")["Contents"]]
     assert "ecsconfigs/DSTest_ecs.config" not in keys
     assert any(k.startswith("exportedlogs/DSTest/") for k in keys)
