@@ -61,7 +61,10 @@ def main(argv=None):
         print("error: %s" % e, file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("Stopped. Run the same command again to continue.", file=sys.stderr)
+        if args.command == "local":
+            print("Stopped; the local run's workers and emulator are gone.", file=sys.stderr)
+        else:
+            print("Stopped. Run the same command again to continue.", file=sys.stderr)
         return 130
 
 

@@ -62,6 +62,9 @@ def explain(what, hint=""):
     except botocore.exceptions.EndpointConnectionError as e:
         raise UserError("Could not reach AWS to %s (%s); check your network and AWS_REGION."
                         % (what, e))
+    except botocore.exceptions.ParamValidationError as e:
+        detail = " ".join(l.strip() for l in str(e).splitlines()[1:] if l.strip())
+        raise UserError("Cannot %s: %s%s" % (what, detail or e, " " + hint if hint else ""))
     except (botocore.exceptions.BotoCoreError, ResponseParserError) as e:
         raise UserError("AWS failed to %s: %s. Try again; if it persists, check the AWS "
                         "status page for your region." % (what, str(e).splitlines()[0]))

@@ -122,17 +122,22 @@ def delete_service(ecs, settings):
     return True
 
 
+def task_definition_arns(ecs, settings):
+    """Active revisions of APP_NAME + 'Task' (familyPrefix alone also matches longer names)."""
+    family = task_family(settings)
+    with explain("list task definitions %s" % family):
+        pages = ecs.get_paginator("list_task_definitions").paginate(familyPrefix=family,
+                                                                    status="ACTIVE")
+        return [arn for page in pages for arn in page["taskDefinitionArns"]
+                if arn.rsplit("/", 1)[-1].rsplit(":", 1)[0] == family]
+
+
 def deregister_task_definitions(ecs, settings):
     """Deregister every active revision of the family. Returns how many."""
-    arns = []
-    with explain("list task definitions %s" % task_family(settings)):
-        for page in ecs.get_paginator("list_task_definitions").paginate(
-                familyPrefix=task_family(settings), status="ACTIVE"):
-            arns.extend(page["taskDefinitionArns"])
+    arns = task_definition_arns(ecs, settings)
+    with explain("deregister task definition %s" % task_family(settings)):
         for arn in arns:
-            # familyPrefix matches by prefix: keep other apps' families out
-            if arn.rsplit("/", 1)[-1].rsplit(":", 1)[0] == task_family(settings):
-                ecs.deregister_task_definition(taskDefinition=arn)
+            ecs.deregister_task_definition(taskDefinition=arn)
     return len(arns)
 
 

@@ -43,6 +43,10 @@ def setup(aws, settings):
     cluster.ensure_service(ecs, settings, arn)
     print("Service %s is ready with 0 workers; submitJob and startCluster come next."
           % cluster.service_name(settings))
+    if not settings.COMMAND:
+        print("Note: COMMAND is empty. That suits an image with its own worker (as the original "
+              "Distributed-Something builds); this project's worker needs COMMAND "
+              "(documentation/worker.md).")
 
 
 def submit_job(aws, settings, path):
@@ -61,7 +65,9 @@ def submit_job(aws, settings, path):
             progress.close()
     sent = len(bodies) - len(unsent)
     if sent:
-        queue.add_submitted(sqs, url, sent)
+        with explain("record the number of submitted jobs on queue %s" % settings.SQS_QUEUE_NAME,
+                     "The jobs are queued; only monitor's done count will be off."):
+            queue.add_submitted(sqs, url, sent)
     print("Queued %d job%s from %s on %s." % (sent, "" if sent == 1 else "s", path,
                                               settings.SQS_QUEUE_NAME))
     if unsent:
@@ -104,10 +110,30 @@ def write_monitor_file(settings, fleet_id, path):
     os.replace(tmp, path)  # a half-written monitor file would strand the run
 
 
-def start_cluster(aws, settings, path, timeout=STARTUP_TIMEOUT):
+def refuse_second_fleet(ec2, monitor_path):
+    """Two fleets for one run would bill twice and leave one unknown to monitor."""
+    if not os.path.isfile(monitor_path):
+        return
+    try:
+        with open(monitor_path) as f:
+            old = json.load(f).get("MONITOR_FLEET_ID")
+    except (ValueError, OSError, AttributeError):
+        return
+    if old:
+        with explain("look up spot fleet %s" % old):
+            running = fleet.describe(ec2, old)
+        if running:
+            raise UserError("Spot fleet %s of this run is still active (%s): run `python run.py "
+                            "monitor %s`, or cancel that fleet, before starting another."
+                            % (old, monitor_path, monitor_path))
+
+
+def start_cluster(aws, settings, path, timeout=STARTUP_TIMEOUT, monitor_path=None):
     """Request the spot fleet, start the workers, wait for machines."""
     config = fleet.build_request(settings, jobs.read_json(path, "fleet file"), path)
     ecs, ec2 = aws.client("ecs"), aws.client("ec2")
+    monitor_path = monitor_path or fleet.monitor_file_path(settings)
+    refuse_second_fleet(ec2, monitor_path)
     if not cluster.describe_service(ecs, settings):
         raise UserError("Service %s does not exist: run `python run.py setup` first."
                         % cluster.service_name(settings))
@@ -118,7 +144,6 @@ def start_cluster(aws, settings, path, timeout=STARTUP_TIMEOUT):
                       Body=fleet.ecs_config(settings).encode())
     started = datetime.datetime.now(datetime.timezone.utc)
     fleet_id = fleet.request(ec2, config, path)
-    monitor_path = fleet.monitor_file_path(settings)
     write_monitor_file(settings, fleet_id, monitor_path)
     print("Requested %d machine%s (%s) as spot fleet %s." % (
         settings.CLUSTER_MACHINES, "" if settings.CLUSTER_MACHINES == 1 else "s",

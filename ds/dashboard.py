@@ -48,10 +48,15 @@ def create(cloudwatch, settings):
                                  DashboardBody=body(settings, settings.AWS_REGION))
 
 
-def delete(cloudwatch, app_name):
+def exists(cloudwatch, app_name):
     name = dashboard_name(app_name)
     pages = cloudwatch.get_paginator("list_dashboards").paginate(DashboardNamePrefix=name)
-    if any(d["DashboardName"] == name for p in pages for d in p["DashboardEntries"]):
+    return any(d["DashboardName"] == name for p in pages for d in p["DashboardEntries"])
+
+
+def delete(cloudwatch, app_name):
+    name = dashboard_name(app_name)
+    if exists(cloudwatch, app_name):
         with explain("delete dashboard %s" % name):
             cloudwatch.delete_dashboards(DashboardNames=[name])
         return True

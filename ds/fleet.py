@@ -61,7 +61,11 @@ mkdir -p /etc/ecs
 if ! command -v aws >/dev/null; then yum -y install awscli >/dev/null 2>&1 || true; fi
 aws s3 cp s3://%(bucket)s/%(key)s /etc/ecs/ecs.config || cat > /etc/ecs/ecs.config <<'CFG'
 %(config)sCFG
-echo 'OPTIONS="${OPTIONS} --storage-opt dm.basesize=%(size)dG"' >> /etc/sysconfig/docker
+# Per-container disk: only Docker's devicemapper driver (older ECS AMIs) takes this;
+# overlay2 refuses the option, so it is set only where devicemapper is in use.
+if grep -qs devicemapper /etc/sysconfig/docker-storage; then
+  echo 'OPTIONS="${OPTIONS} --storage-opt dm.basesize=%(size)dG"' >> /etc/sysconfig/docker
+fi
 """ % {"app": settings.APP_NAME, "bucket": settings.AWS_BUCKET, "key": ecs_config_key(settings),
        "config": ecs_config(settings), "size": docker_base_size(settings)}
     return base64.b64encode(script.encode()).decode()
@@ -100,6 +104,15 @@ def _set_volume_size(spec, size):
         target["Ebs"]["VolumeSize"] = size
 
 
+def _drop_comments(value):
+    """A copy without "_comment" keys, at any depth (AWS rejects unknown fields)."""
+    if isinstance(value, dict):
+        return {k: _drop_comments(v) for k, v in value.items() if "_comment" not in k}
+    if isinstance(value, list):
+        return [_drop_comments(v) for v in value]
+    return value
+
+
 def build_request(settings, fleet, path, now=None):
     """The SpotFleetRequestConfig for request_spot_fleet."""
     if not isinstance(fleet, dict):
@@ -107,10 +120,10 @@ def build_request(settings, fleet, path, now=None):
     for key in REQUIRED_KEYS:
         if key not in fleet:
             raise UserError("%s: %s is missing; see files/exampleFleet_us-east-1.json." % (path, key))
-    specs = fleet["LaunchSpecifications"]
+    config = _drop_comments(fleet)
+    specs = config["LaunchSpecifications"]
     if not isinstance(specs, list) or not specs or not all(isinstance(s, dict) for s in specs):
         raise UserError("%s: LaunchSpecifications must be a non-empty list of objects." % path)
-    config = {k: copy.deepcopy(v) for k, v in fleet.items() if "_comment" not in k}
     now = now or datetime.datetime.now(datetime.timezone.utc)
     config["ValidFrom"] = now.strftime("%Y-%m-%dT%H:%M:%SZ")
     config["ValidUntil"] = (now + datetime.timedelta(days=365)).strftime("%Y-%m-%dT%H:%M:%SZ")

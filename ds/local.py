@@ -21,7 +21,7 @@ import time
 
 from .aws import Session
 from .errors import UserError
-from . import cluster, commands, fleet, jobs, monitor
+from . import cluster, commands, jobs, monitor
 from .settings import Settings
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -320,9 +320,6 @@ def run(settings, args):
                 launcher.stop()
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-        # the monitor file names resources of the emulator, which is gone now
-        if os.path.exists(fleet.monitor_file_path(s)):
-            os.remove(fleet.monitor_file_path(s))
 
 
 def _run(aws, s, args, bodies, launcher, workdir, began):
@@ -339,8 +336,10 @@ def _run(aws, s, args, bodies, launcher, workdir, began):
     fleet_file = os.path.join(workdir, "fleet.json")
     with open(fleet_file, "w") as f:
         json.dump(LOCAL_FLEET, f)
-    commands.start_cluster(aws, s, fleet_file, timeout=60)
-    monitor.monitor(aws, s, fleet.monitor_file_path(s), poll_seconds=POLL_SECONDS,
+    # The monitor file lives with the run: files/ may hold a real AWS run's.
+    monitor_file = os.path.join(workdir, "monitor.json")
+    commands.start_cluster(aws, s, fleet_file, timeout=60, monitor_path=monitor_file)
+    monitor.monitor(aws, s, monitor_file, poll_seconds=POLL_SECONDS,
                     live=sys.stdout.isatty(), check=lambda: _launcher_ok(launcher))
     launcher.stop()
     reports = job_reports(aws.client("logs"), s.LOG_GROUP_NAME)

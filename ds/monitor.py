@@ -62,9 +62,14 @@ class Run:
         return sum(queue.counts(self.sqs, url)) if url else 0
 
     def anything_left(self):
-        return bool(self.queue_url() or fleet.describe(self.ec2, self.fleet_id)
-                    or cluster.describe_service(self.ecs, self.s)
-                    or dashboard.alarm_names(self.cloudwatch, self.s.APP_NAME))
+        """Whether any part of the run is still there (teardown may have stopped midway)."""
+        with explain("look up the resources of run %s" % self.s.APP_NAME):
+            return bool(self.queue_url() or fleet.describe(self.ec2, self.fleet_id)
+                        or cluster.describe_service(self.ecs, self.s)
+                        or cluster.task_definition_arns(self.ecs, self.s)
+                        or dashboard.alarm_names(self.cloudwatch, self.s.APP_NAME)
+                        or (self.s.CLEAN_DASHBOARD
+                            and dashboard.exists(self.cloudwatch, self.s.APP_NAME)))
 
     def running_machines(self):
         if not fleet.describe(self.ec2, self.fleet_id):
@@ -81,11 +86,12 @@ class Run:
 
     def poll(self, url, cheapest):
         """One look at the run; returns True when the queue is empty."""
-        visible, in_flight = queue.counts(self.sqs, url)
-        dead = self.dead_letters()
-        total = queue.submitted(self.sqs, url)
+        with explain("read the state of run %s" % self.s.APP_NAME):
+            visible, in_flight = queue.counts(self.sqs, url)
+            dead = self.dead_letters()
+            total = queue.submitted(self.sqs, url)
+            running = self.running_machines()
         done = max(total - visible - in_flight - dead, 0)
-        running = self.running_machines()
         self.show("%d queued, %d running, %d done, %d failed (dead-letter queue); %d machine%s"
                   % (visible, in_flight, done, dead, len(running),
                      "" if len(running) == 1 else "s"))

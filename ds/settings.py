@@ -7,6 +7,7 @@ lacks take the defaults below.
 import os
 import re
 import runpy
+import sys
 import traceback
 
 from .errors import UserError
@@ -129,9 +130,22 @@ def _run_config(path):
         raise UserError("%s line %s: %s: %s" % (path, line, type(e).__name__, e))
 
 
+# Knobs of the original Distributed-Something that have no job here.
+IGNORED_KNOBS = {"DOWNLOAD_FILES"}
+
+
+def _warn_unknown(raw, path):
+    """A misspelt knob silently taking its default costs a run: say so."""
+    for name in sorted(raw):
+        if name.isupper() and name not in KNOBS and name not in IGNORED_KNOBS:
+            print("warning: %s sets %s, which is not a setting here (a typo?); it is ignored."
+                  % (path, name), file=sys.stderr)
+
+
 def load(path="config.py"):
     """Read config.py into Settings, applying defaults and checking types."""
     raw = _run_config(path)
+    _warn_unknown(raw, path)
     values = {}
     for name, (kind, default) in KNOBS.items():
         if name in raw and raw[name] is not None:
@@ -152,6 +166,10 @@ def _check(s, path):
                  "SQS_MESSAGE_VISIBILITY", "JOB_RETRIES", "MONITOR_TIME", "EBS_VOL_SIZE"):
         if s[name] < 1:
             raise UserError("%s: %s must be at least 1, not %r." % (path, name, s[name]))
+    if s["MACHINE_PRICE"] <= 0:
+        raise UserError("%s: MACHINE_PRICE must be above 0 (USD per machine-hour)." % path)
+    if s["SECONDS_TO_START"] < 0:
+        raise UserError("%s: SECONDS_TO_START cannot be negative." % path)
     if s["SQS_MESSAGE_VISIBILITY"] > 43200:
         raise UserError("%s: SQS_MESSAGE_VISIBILITY is at most 43200 seconds (12 h) in SQS;"
                         " the worker renews it while a job runs, so a few minutes is enough."

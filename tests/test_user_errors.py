@@ -133,3 +133,34 @@ def test_monitor_file_errors(user):
     write_json(user.dir / "files" / "m.json", {"MONITOR_APP_NAME": "x"})
     line = one_line_error(user("monitor", "files/m.json"))
     assert "MONITOR_FLEET_ID" in line
+
+
+def test_second_fleet_for_a_live_run_is_refused(user):
+    user("setup")
+    write_json(user.dir / "files" / "fleet.json", FLEET)
+    assert user("startCluster", "files/fleet.json").returncode == 0
+    line = one_line_error(user("startCluster", "files/fleet.json"))
+    assert "still active" in line and "monitor" in line
+
+
+def test_comments_anywhere_in_the_fleet_file_are_dropped_and_bad_fields_named(user):
+    user("setup")
+    fleet = json.loads(json.dumps(FLEET))
+    fleet["LaunchSpecifications"][0]["_comment_ami"] = "the ECS-optimized AMI"
+    write_json(user.dir / "files" / "fleet.json", fleet)
+    assert user("startCluster", "files/fleet.json").returncode == 0
+    user("monitor", "files/DSTestSpotFleetRequestId.json")  # clean up that run
+    user("setup")
+    fleet["LaunchSpecifications"][0]["ImageID"] = "ami-1"  # a typo AWS rejects
+    write_json(user.dir / "files" / "fleet.json", fleet)
+    line = one_line_error(user("startCluster", "files/fleet.json"))
+    assert '"ImageID"' in line and "files/fleet.json" in line
+
+
+def test_misspelt_knob_is_warned_about_and_empty_command_noted(user):
+    (user.dir / "config.py").write_text(DS_CONFIG + "CLUSTER_MACHINE = 5\n")
+    result = user("setup")
+    assert result.returncode == 0
+    assert "CLUSTER_MACHINE, which is not a setting" in result.stderr
+    assert "DOWNLOAD_FILES" not in result.stderr  # a DS knob we knowingly ignore
+    assert "COMMAND is empty" in result.stdout
