@@ -152,3 +152,12 @@ def write_json(path, data):
     with open(path, "w") as f:
         json.dump(data, f, indent=2)
     return str(path)
+
+
+@pytest.fixture
+def workers(tmp_path):
+    """Real worker processes, all stopped at the end of the test (worker_helpers.Workers)."""
+    from worker_helpers import Workers
+    w = Workers(tmp_path)
+    yield w
+    w.close()

@@ -17,10 +17,11 @@ import re
 import shutil
 import subprocess
 import sys
-import time
 import uuid
 
 import pytest
+
+from worker_helpers import wait_until
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DOCKERFILES = ["worker/Dockerfile", "python2worker/Dockerfile"]
@@ -98,18 +99,6 @@ def _image_or_skip():
         pytest.skip("image %s not found by podman: run bash .ci/podman.sh"
                     % image)
     return image
-
-
-def _wait_for(predicate, timeout, what, interval=0.5):
-    """Poll predicate() until it returns a true value; fail after timeout."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out after %ss waiting for %s" % (timeout, what))
-        time.sleep(interval)  # polling interval, not a wait for the work
 
 
 def _podman(*args, **kw):
@@ -196,7 +185,7 @@ def test_worker_image_runs_jobs(boto, aws_env):
 
     try:
         try:
-            keys = _wait_for(all_done, RUN_TIMEOUT, "the jobs' outputs in S3 "
+            keys = wait_until(all_done, RUN_TIMEOUT, "the jobs' outputs in S3 "
                              "and an empty queue")
         except AssertionError as e:
             raise AssertionError("%s\ncontainer logs:\n%s" % (e, logs_text()))

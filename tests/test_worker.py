@@ -1,5 +1,4 @@
 """The worker as real processes against the AWS emulator (moto server)."""
-import json
 import os
 import shlex
 import signal
@@ -9,18 +8,13 @@ import time
 
 import pytest
 
-from worker_helpers import (WORKER, Workers, make_queues, queue_counts, s3_keys,
+from worker_helpers import (WORKER, make_queues, queue_counts, s3_keys,
                             send_jobs, wait_until, worker_env)
 
 PY = shlex.quote(sys.executable)
 BUCKET = "ds-test-bucket"
 
 
-@pytest.fixture
-def workers(tmp_path):
-    w = Workers(tmp_path)
-    yield w
-    w.close()
 
 
 @pytest.fixture

@@ -10,17 +10,11 @@ import time
 
 import pytest
 
-from worker_helpers import (REPO, RUN_WORKER, Proc, Workers, make_queues,
-                            wait_until, worker_env)
+from worker_helpers import REPO, RUN_WORKER, Proc, make_queues, worker_env
 
 BUCKET = "ds-test-bucket"
 
 
-@pytest.fixture
-def workers(tmp_path):
-    w = Workers(tmp_path)
-    yield w
-    w.close()
 
 
 def alive(pid):
