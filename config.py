@@ -23,7 +23,7 @@ CLUSTER_MACHINES = 2                     # machines to request from the spot fle
 TASKS_PER_MACHINE = 1                    # worker containers (ECS tasks) per machine
 MACHINE_TYPE = ['m5.xlarge']             # instance types; one per fleet launch specification, or one for all
 MACHINE_PRICE = 0.10                     # the most you pay per machine-hour (USD, spot price cap)
-EBS_VOL_SIZE = 30                        # GB of disk per machine (min 22 for the ECS-optimized AMI)
+EBS_VOL_SIZE = 30                        # GB of disk per machine; at least the AMI's root snapshot size (30 for current ECS-optimized AMIs)
 ASSIGN_IP = 'False'                      # False: machines get no public IP, whatever the fleet file says
 
 # ---- Each worker container ------------------------------------------------
