@@ -102,6 +102,7 @@ def write_monitor_file(settings, fleet_id, path):
         "MONITOR_START_TIME": str(int(time.time())),
         "MONITOR_JOBS_PER_MACHINE": settings.jobs_per_machine,
         "CLEAN_DASHBOARD": settings.CLEAN_DASHBOARD,
+        "MONITOR_FINISHED": False,
     }
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     tmp = path + ".tmp"

@@ -4,6 +4,8 @@ Every step re-reads AWS and tolerates resources already gone, so monitor can
 be stopped and started again at any point, and run again after the end.
 """
 import datetime
+import json
+import os
 import re
 import sys
 import time
@@ -40,6 +42,22 @@ def run_settings(settings, path):
         s["CLEAN_DASHBOARD"] = to_bool(info["CLEAN_DASHBOARD"], "CLEAN_DASHBOARD", path)
     per_machine = info.get("MONITOR_JOBS_PER_MACHINE", settings.jobs_per_machine)
     return s, info["MONITOR_FLEET_ID"], int(float(info["MONITOR_START_TIME"])), int(per_machine)
+
+
+def finished(path):
+    """True/False as this monitor file records it; None for files that do not say
+    (the original Distributed-Something's)."""
+    return read_json(path, "monitor file").get("MONITOR_FINISHED")
+
+
+def mark_finished(path):
+    """Record that teardown, export and summary all happened, so a rerun skips them."""
+    info = read_json(path, "monitor file")
+    info["MONITOR_FINISHED"] = True
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(info, f, indent=2)
+    os.replace(tmp, path)
 
 
 class Run:
@@ -216,7 +234,8 @@ def monitor(aws, settings, path, cheapest=False, poll_seconds=None, live=False,
     s, fleet_id, started, per_machine = run_settings(settings, path)
     status = StatusLine(live)
     run = Run(aws, s, fleet_id, started, per_machine, status)
-    if not run.anything_left():
+    done_before = finished(path)
+    if done_before or (done_before is None and not run.anything_left()):
         print("Nothing is left of run %s: it was already cleaned up." % s.APP_NAME)
         return
     poll_seconds = poll_seconds or s.MONITOR_TIME
@@ -240,3 +259,4 @@ def monitor(aws, settings, path, cheapest=False, poll_seconds=None, live=False,
     logs.export(run.logs, s.LOG_GROUP_NAME, s.AWS_BUCKET, s.APP_NAME, started * 1000)
     print("Run %s finished: %d job%s done, %d in the dead-letter queue, %.2f machine-hours."
           % (s.APP_NAME, done, "" if done == 1 else "s", dead, run.machine_hours()))
+    mark_finished(path)

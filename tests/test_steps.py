@@ -307,3 +307,25 @@ def test_ds_style_trailing_true_means_cheapest(project, boto):
 
     bad = project("monitor", str(path), "maybe", check=False)
     assert bad.returncode == 1 and "True or False" in bad.stderr
+
+
+def test_monitor_finishes_a_teardown_that_stopped_midway(project, boto):
+    project.config.write_text(DS_CONFIG + "\nMONITOR_TIME = 1\n")
+    project("setup")
+    project("startCluster", "files/fleet.json")
+    monitor_file = str(project.dir / "files" / "DSTestSpotFleetRequestId.json")
+    fleet_id = json.loads(open(monitor_file).read())["MONITOR_FLEET_ID"]
+    sqs, ecs, ec2, cw, s3 = boto("sqs"), boto("ecs"), boto("ec2"), boto("cloudwatch"), boto("s3")
+    # a monitor that died after the queue, the fleet and the service were gone
+    sqs.delete_queue(QueueUrl=queue_url(sqs, "DSTestQueue"))
+    ec2.cancel_spot_fleet_requests(SpotFleetRequestIds=[fleet_id], TerminateInstances=True)
+    ecs.update_service(cluster="dstestcluster", service="DSTestService", desiredCount=0)
+    ecs.delete_service(cluster="dstestcluster", service="DSTestService")
+
+    result = project("monitor", monitor_file)
+    assert "Deregistered task definition DSTestTask" in result.stdout
+    assert not ecs.list_task_definitions(familyPrefix="DSTestTask", status="ACTIVE")[
+        "taskDefinitionArns"]
+    assert not cw.list_dashboards(DashboardNamePrefix="DSTest")["DashboardEntries"]
+    assert "Run DSTest finished" in result.stdout
+    assert "Nothing is left" in project("monitor", monitor_file).stdout
