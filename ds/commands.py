@@ -104,11 +104,7 @@ def write_monitor_file(settings, fleet_id, path):
         "CLEAN_DASHBOARD": settings.CLEAN_DASHBOARD,
         "MONITOR_FINISHED": False,
     }
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(info, f, indent=2)
-    os.replace(tmp, path)  # a half-written monitor file would strand the run
+    jobs.write_json(path, info)  # a half-written monitor file would strand the run
 
 
 def refuse_second_fleet(ec2, monitor_path):

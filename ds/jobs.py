@@ -42,6 +42,15 @@ def read_json(path, what="job file"):
         raise UserError("%s: not a UTF-8 text file; save the %s as UTF-8 JSON." % (path, what))
 
 
+def write_json(path, data):
+    """Write JSON so that a crash never leaves a half-written file behind."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(data, f, indent=2)
+    os.replace(tmp, path)
+
+
 def load_messages(path, command=""):
     """Return the message bodies (JSON strings) for every group in `path`."""
     data = read_json(path)

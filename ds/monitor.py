@@ -4,15 +4,13 @@ Every step re-reads AWS and tolerates resources already gone, so monitor can
 be stopped and started again at any point, and run again after the end.
 """
 import datetime
-import json
-import os
 import re
 import sys
 import time
 
 from .aws import explain
 from .errors import UserError
-from .jobs import read_json
+from .jobs import read_json, write_json
 from .settings import Settings, to_bool
 from . import cluster, dashboard, fleet, logs, queue, wait
 
@@ -54,10 +52,7 @@ def mark_finished(path):
     """Record that teardown, export and summary all happened, so a rerun skips them."""
     info = read_json(path, "monitor file")
     info["MONITOR_FINISHED"] = True
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(info, f, indent=2)
-    os.replace(tmp, path)
+    write_json(path, info)
 
 
 class Run:
