@@ -315,7 +315,7 @@ def test_monitor_finishes_a_teardown_that_stopped_midway(project, boto):
     project("startCluster", "files/fleet.json")
     monitor_file = str(project.dir / "files" / "DSTestSpotFleetRequestId.json")
     fleet_id = json.loads(open(monitor_file).read())["MONITOR_FLEET_ID"]
-    sqs, ecs, ec2, cw, s3 = boto("sqs"), boto("ecs"), boto("ec2"), boto("cloudwatch"), boto("s3")
+    sqs, ecs, ec2, cw = boto("sqs"), boto("ecs"), boto("ec2"), boto("cloudwatch")
     # a monitor that died after the queue, the fleet and the service were gone
     sqs.delete_queue(QueueUrl=queue_url(sqs, "DSTestQueue"))
     ec2.cancel_spot_fleet_requests(SpotFleetRequestIds=[fleet_id], TerminateInstances=True)

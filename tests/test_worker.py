@@ -2,13 +2,12 @@
 import os
 import shlex
 import signal
-import subprocess
 import sys
 import time
 
 import pytest
 
-from worker_helpers import (WORKER, make_queues, queue_counts, s3_keys,
+from worker_helpers import (WORKER, python27, make_queues, queue_counts, s3_keys,
                             send_jobs, wait_until, worker_env)
 
 PY = shlex.quote(sys.executable)
@@ -240,26 +239,16 @@ def test_idle_worker_exits_promptly_on_sigterm(setup, workers, aws_env):
 
 
 # Resolved at import: the aws_env fixture points HOME elsewhere.
-_PY27_CANDIDATES = (os.environ.get("PYTHON27"),
-                    os.path.expanduser("~/.pyenv/versions/2.7.18/bin/python"))
+PY27 = python27("boto3")  # found at import: tests change HOME
 
 
-def _py27_with_boto3():
-    for exe in _PY27_CANDIDATES:
-        if exe and os.path.exists(exe) and subprocess.run(
-                [exe, "-c", "import sys, boto3; assert sys.version_info[:2] == (2, 7)"],
-                capture_output=True).returncode == 0:
-            return exe
-    return None
-
-
-@pytest.mark.skipif(_py27_with_boto3() is None, reason="no Python 2.7 with boto3 here")
+@pytest.mark.skipif(PY27 is None, reason="no Python 2.7 with boto3 here")
 def test_same_worker_source_runs_on_python27(setup, boto, workers, aws_env, tmp_path):
     sqs, s3, queue, dlq = setup
     send_jobs(sqs, queue, {"output": "py2"}, [{"Plate": "P1", "v": "a b;c"}])
     env = worker_env(aws_env, queue, BUCKET, "printf '%s' {v} > {output_dir}/v; echo py2-tool-ran",
                      PYTHONDONTWRITEBYTECODE=1)
-    w = workers.start_script([_py27_with_boto3(), WORKER], env, "py27")
+    w = workers.start_script([PY27, WORKER], env, "py27")
     wait_until(lambda: drained(sqs, queue), 30, "queue drained")
     w.wait_for(r"outcome SUCCESS")
     assert read(s3, "py2/v") == "a b;c"

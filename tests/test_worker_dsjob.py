@@ -1,11 +1,12 @@
 """worker/dsjob.py: the pure template / job-name functions the control plane
 imports. Also run under Python 2.7 when that interpreter is installed."""
 import os
-import shutil
 import subprocess
 import sys
 
 import pytest
+
+from worker_helpers import python27
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "worker"))
@@ -109,23 +110,15 @@ def test_check_job_for_the_control_plane():
         dsjob.check_job("tool {Well}", {"group": {"Plate": "P"}})
 
 
-def _python27():
-    """A working 2.7 interpreter (pyenv shims exist but may refuse to run)."""
-    for exe in (os.environ.get("PYTHON27"), shutil.which("python2.7"),
-                os.path.expanduser("~/.pyenv/versions/2.7.18/bin/python")):
-        if exe and os.path.exists(exe) and subprocess.run(
-                [exe, "-c", "import sys; assert sys.version_info[:2] == (2, 7)"],
-                capture_output=True).returncode == 0:
-            return exe
-    return None
+PY27 = python27()  # found at import: other tests change HOME
 
 
-@pytest.mark.skipif(_python27() is None, reason="no Python 2.7 interpreter here")
+@pytest.mark.skipif(PY27 is None, reason="no Python 2.7 interpreter here")
 def test_dsjob_under_python27():
     code = ("import sys; sys.dont_write_bytecode = True; sys.path.insert(0, %r); import dsjob\n"
             "m = dsjob.parse_message('{\"group\": {\"W\": \"B02\", \"P\": \"a b\"}}')\n"
             "print(dsjob.job_name(m)); print(dsjob.render('x {P} {{}}', dsjob.merge(m), {}))"
             % os.path.join(REPO, "worker"))
-    r = subprocess.run([_python27(), "-c", code], capture_output=True, text=True, timeout=30)
+    r = subprocess.run([PY27, "-c", code], capture_output=True, text=True, timeout=30)
     assert r.returncode == 0, r.stderr
     assert r.stdout.splitlines() == ["B02-a_b", "x 'a b' {}"]

@@ -3,6 +3,7 @@ the emulator, queues with a dead-letter queue, polling for states."""
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -11,6 +12,21 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORKER = os.path.join(REPO, "worker", "generic-worker.py")
 RUN_WORKER = os.path.join(REPO, "worker", "run-worker.sh")
+
+
+def python27(needs=""):
+    """A working Python 2.7 interpreter that can import `needs`, or None.
+
+    pyenv shims may exist and still refuse to run, so each candidate is tried.
+    """
+    imports = "import sys" + (", " + needs if needs else "")
+    for exe in (os.environ.get("PYTHON27"), shutil.which("python2.7"),
+                os.path.expanduser("~/.pyenv/versions/2.7.18/bin/python")):
+        if exe and os.path.exists(exe) and subprocess.run(
+                [exe, "-c", imports + "; assert sys.version_info[:2] == (2, 7)"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode == 0:
+            return exe
+    return None
 
 
 def wait_until(predicate, timeout, what, interval=0.05):
