@@ -9,7 +9,7 @@ import botocore.exceptions
 
 from .aws import explain
 from .errors import UserError
-from . import cluster, dashboard, fleet, jobs, logs, queue
+from . import cluster, cost, dashboard, fleet, jobs, logs, queue
 
 STARTUP_TIMEOUT = 15 * 60   # how long startCluster waits for the fleet's machines
 
@@ -139,6 +139,7 @@ def start_cluster(aws, settings, path, timeout=STARTUP_TIMEOUT, monitor_path=Non
     with explain("upload the ECS agent config to s3://%s" % settings.AWS_BUCKET):
         s3.put_object(Bucket=settings.AWS_BUCKET, Key=fleet.ecs_config_key(settings),
                       Body=fleet.ecs_config(settings).encode())
+    print(cost.ceiling_line(settings))
     started = datetime.datetime.now(datetime.timezone.utc)
     fleet_id = fleet.request(ec2, config, path)
     write_monitor_file(settings, fleet_id, monitor_path)

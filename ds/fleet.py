@@ -34,9 +34,14 @@ def monitor_file_path(settings):
 
 
 def ecs_config(settings):
-    """The ECS agent's config: which cluster to join, which log drivers to allow."""
+    """The ECS agent's config: which cluster to join, which log drivers to allow.
+
+    Spot draining: on the 2-minute interruption notice the agent stops the
+    machine's tasks, so the workers get SIGTERM and release their jobs at once
+    instead of holding them until their lease runs out.
+    """
     return ("ECS_CLUSTER=%s\nECS_AVAILABLE_LOGGING_DRIVERS=[\"json-file\",\"awslogs\"]\n"
-            % settings.ECS_CLUSTER)
+            "ECS_ENABLE_SPOT_INSTANCE_DRAINING=true\n" % settings.ECS_CLUSTER)
 
 
 def ecs_config_key(settings):

@@ -5,7 +5,10 @@ setup, submitJob, startCluster and monitor code runs against it. The only
 code here that AWS runs do not share is the Launcher, which stands in for
 ECS: it reads the service's desired count and the task definition that setup
 registered, and keeps that many workers running with exactly that
-environment, as local processes or as containers.
+environment, as local processes or as containers. Like ECS, it places them
+on the fleet's (emulated) machines, TASKS_PER_MACHINE each, and tells each
+worker its machine (INSTANCE_ID), so the monitor's scale-in ends idle
+machines here as it does on AWS, and their workers stop with them.
 """
 import json
 import logging
@@ -21,7 +24,7 @@ import time
 
 from .aws import Session
 from .errors import UserError
-from . import cluster, commands, jobs, monitor
+from . import cluster, commands, fleet, jobs, monitor
 from .settings import Settings
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -71,9 +74,10 @@ class Emulator:
 class Launcher(threading.Thread):
     """Stands in for ECS: keeps the service's desired count of workers running."""
 
-    def __init__(self, ecs, settings, workdir, docker=None):
+    def __init__(self, ecs, ec2, settings, workdir, docker=None):
         super().__init__(daemon=True)
-        self.ecs, self.s, self.workdir, self.docker = ecs, settings, workdir, docker
+        self.ecs, self.ec2, self.s, self.workdir, self.docker = ecs, ec2, settings, workdir, docker
+        self.fleet_id = None       # set once startCluster has requested the fleet
         self.procs = []
         self.started = 0
         self.halt = threading.Event()
@@ -101,11 +105,18 @@ class Launcher(threading.Thread):
         base["PYTHONUNBUFFERED"] = "1"
         return base
 
-    def start_task(self, container):
+    def machines(self):
+        """The fleet's running machines, as ECS would see them join the cluster."""
+        if self.fleet_id is None or not fleet.describe(self.ec2, self.fleet_id):
+            return []
+        return fleet.instances(self.ec2, self.fleet_id)
+
+    def start_task(self, container, machine):
         self.started += 1
         name = "task%d" % self.started
         log = open(os.path.join(self.workdir, name + ".log"), "wb")
         env = self.task_env(container)
+        env["INSTANCE_ID"] = machine
         if self.docker:
             cmd = [self.docker, "run", "--rm", "--network", "host", "--pull", "never",
                    "--name", self.container_name(name)]
@@ -122,6 +133,7 @@ class Launcher(threading.Thread):
                                 stdin=subprocess.DEVNULL, start_new_session=True)
         proc.log = log
         proc.name = name
+        proc.machine = machine
         proc.began = time.monotonic()
         self.procs.append(proc)
 
@@ -151,7 +163,11 @@ class Launcher(threading.Thread):
 
     def reconcile(self):
         count, container = self.desired()
+        machines = self.machines()
         with self.lock:
+            for proc in [p for p in self.procs if p.machine not in machines]:
+                self.procs.remove(proc)   # its machine was ended: its tasks go with it
+                self.stop_task(proc)
             for proc in [p for p in self.procs if p.poll() is not None]:
                 # ECS replaces a task that died; so do we, unless tasks die at birth.
                 self.procs.remove(proc)
@@ -161,10 +177,17 @@ class Launcher(threading.Thread):
                 if self.crashes >= MAX_QUICK_EXITS:
                     raise RuntimeError("%d workers in a row exited at once; the last said: %s"
                                        % (self.crashes, _last_line(proc.log.name)))
+            count = min(count, len(machines) * self.s.TASKS_PER_MACHINE)
             while len(self.procs) > count:
                 self.stop_task(self.procs.pop())
             while len(self.procs) < count:
-                self.start_task(container)
+                self.start_task(container, self._emptiest(machines))
+
+    def _emptiest(self, machines):
+        load = {m: 0 for m in machines}
+        for proc in self.procs:
+            load[proc.machine] += 1
+        return min(machines, key=lambda m: load[m])
 
     def run(self):
         while not self.halt.is_set():
@@ -312,7 +335,7 @@ def run(settings, args):
         with Emulator() as emu:
             print("AWS emulator at %s (nothing here touches your AWS account)." % emu.url)
             aws = Session(s)
-            launcher = Launcher(aws.client("ecs"), s, workdir, docker)
+            launcher = Launcher(aws.client("ecs"), aws.client("ec2"), s, workdir, docker)
             try:
                 return _run(aws, s, args, bodies, launcher, workdir, began)
             finally:
@@ -338,7 +361,8 @@ def _run(aws, s, args, bodies, launcher, workdir, began):
         json.dump(LOCAL_FLEET, f)
     # The monitor file lives with the run: files/ may hold a real AWS run's.
     monitor_file = os.path.join(workdir, "monitor.json")
-    commands.start_cluster(aws, s, fleet_file, timeout=60, monitor_path=monitor_file)
+    launcher.fleet_id = commands.start_cluster(aws, s, fleet_file, timeout=60,
+                                               monitor_path=monitor_file)
     monitor.monitor(aws, s, monitor_file, poll_seconds=POLL_SECONDS,
                     live=sys.stdout.isatty(), check=lambda: _launcher_ok(launcher))
     launcher.stop()

@@ -12,7 +12,7 @@ from .aws import explain
 from .errors import UserError
 from .jobs import read_json, write_json
 from .settings import Settings, to_bool
-from . import cluster, dashboard, fleet, logs, queue, wait
+from . import cluster, cost, dashboard, fleet, logs, queue, scalein, wait
 
 CHEAPEST_AFTER = 15 * 60        # --cheapest: stop replacing machines after this long
 CLUSTER_DRAIN_TIMEOUT = 10 * 60
@@ -66,6 +66,7 @@ class Run:
         self.cloudwatch, self.logs = aws.client("cloudwatch"), aws.client("logs")
         self.s3 = aws.client("s3")
         self.machines = set()      # every instance seen, for machine-hours
+        self.scalein = scalein.ScaleIn(self.ec2, self.s3, settings, fleet_id, per_machine)
 
     def queue_url(self):
         return queue.find_url(self.sqs, self.s.SQS_QUEUE_NAME)
@@ -110,11 +111,7 @@ class Run:
                      "" if len(running) == 1 else "s"))
         if visible == 0 and in_flight == 0:
             return True
-        if visible == 0:
-            need = fleet.machines_needed(in_flight, self.per_machine)
-            if fleet.scale_down(self.ec2, self.fleet_id, need):
-                print("Nothing left to hand out: the fleet now asks for %d machine%s; running "
-                      "machines finish their jobs." % (need, "" if need == 1 else "s"))
+        self.scalein.poll(visible, in_flight, running)
         if cheapest and time.time() - self.started > CHEAPEST_AFTER:
             if fleet.scale_down(self.ec2, self.fleet_id, 1):
                 print("Cheapest mode: machines lost from now on are not replaced.")
@@ -163,6 +160,7 @@ class Run:
         if s.CLEAN_DASHBOARD and dashboard.delete(self.cloudwatch, s.APP_NAME):
             print("Deleted dashboard %s." % s.APP_NAME)
         self._delete_ecs_config()
+        scalein.forget_records(self.s3, s)
 
     def _dead_letter_queue(self):
         name = self.s.dead_letter_queue_name
@@ -185,7 +183,7 @@ def _ended(instance):
     """When a stopped or terminated instance ended, from its transition reason."""
     if instance["State"]["Name"] not in ("shutting-down", "terminated", "stopped", "stopping"):
         return None
-    m = re.search(r"\((\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) GMT\)",
+    m = re.search(r"\((\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) (?:GMT|UTC)\)",
                   instance.get("StateTransitionReason", ""))
     if not m:
         return None
@@ -252,6 +250,9 @@ def monitor(aws, settings, path, cheapest=False, poll_seconds=None, live=False,
     print("The queue is empty; cleaning up.")
     run.teardown()
     logs.export(run.logs, s.LOG_GROUP_NAME, s.AWS_BUCKET, s.APP_NAME, started * 1000)
+    hours = run.machine_hours()
     print("Run %s finished: %d job%s done, %d in the dead-letter queue, %.2f machine-hours."
-          % (s.APP_NAME, done, "" if done == 1 else "s", dead, run.machine_hours()))
+          % (s.APP_NAME, done, "" if done == 1 else "s", dead, hours))
+    print(cost.estimate_line(hours, cost.lowest_spot_price(run.ec2, s.MACHINE_TYPE),
+                             s.MACHINE_PRICE))
     mark_finished(path)

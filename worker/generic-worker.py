@@ -25,6 +25,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import awscompat  # noqa: E402
+import busy  # noqa: E402
 import dsjob  # noqa: E402  (lives next to this file, not on sys.path)
 
 import boto3  # noqa: E402
@@ -75,6 +76,9 @@ class Settings(object):
         self.necessary = env.get("NECESSARY_STRING", "")
         self.command = env.get("COMMAND", "")
         self.scratch = env.get("WORKER_SCRATCH") or tempfile.gettempdir()
+        # The machine this worker runs on (run-worker.sh asks EC2; local
+        # runs name an emulated machine); tags the busy records.
+        self.instance_id = env.get("INSTANCE_ID", "").strip()
         missing = [n for n, v in (("SQS_QUEUE_URL", self.queue_url),
                                   ("COMMAND", self.command)) if not v]
         if missing:
@@ -115,6 +119,9 @@ class Worker(object):
         self._log_group_ready = False
         self.tag = "[%s %s:%d]" % (settings.app_name, socket.gethostname(),
                                    os.getpid())
+        self.busy = busy.BusyRecord(self.s3, settings.bucket,
+                                    settings.app_name, settings.instance_id,
+                                    LOG)
 
     # ---- logging -------------------------------------------------------
     def _ensure_log_group(self):
@@ -213,12 +220,14 @@ class Worker(object):
             if not self._set_visibility(job.receipt, self.s.lease):
                 LOG.warning("%s %s: heartbeat failed; another worker may "
                             "receive this job", self.tag, job.name)
+            self.busy.mark(job.name)
 
     # ---- one job -------------------------------------------------------
     def handle(self, message):
         job = Job(message)
         self.job = job
         received = monotonic()
+        self.busy.mark(message.get("MessageId", "job"))
         done = threading.Event()
         beat = threading.Thread(target=self._heartbeat, args=(job, done))
         beat.daemon = True
@@ -273,6 +282,7 @@ class Worker(object):
                     # and the redrive policy counts this receive.
                     self._set_visibility(job.receipt, 0)
                 job.finished.set()
+            self.busy.clear()
             total = monotonic() - received  # receive-to-delete, for overhead
             log.info("END job %s outcome %s exit_code %s attempt %s "
                      "duration %.3fs tool %.3fs", job.name, outcome, exit_code,
@@ -452,6 +462,7 @@ class Worker(object):
                 if not job.finished.is_set():
                     self._set_visibility(job.receipt, 0)
                     job.finished.set()
+                    self.busy.clear()
                     LOG.info("%s released job %s for another worker",
                              self.tag, job.name)
 

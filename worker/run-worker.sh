@@ -29,7 +29,13 @@ on_signal() {
 trap on_signal TERM INT
 
 # Tag the instance, create its idle alarm (skipped off EC2; never fatal).
-"$PYTHON" "$HERE/instance-setup.py" || log "instance setup failed; continuing"
+# Its last line is the instance id, which the workers put in their busy
+# records (local runs set INSTANCE_ID to an emulated machine instead).
+setup_out="$("$PYTHON" "$HERE/instance-setup.py")" || log "instance setup failed; continuing"
+[ -n "$setup_out" ] && echo "$setup_out"
+iid="$(printf '%s\n' "$setup_out" | tail -n 1)"
+case "$iid" in i-*) : "${INSTANCE_ID:=$iid}" ;; esac
+export INSTANCE_ID="${INSTANCE_ID:-}"
 
 "$PYTHON" "$HERE/instance-monitor.py" &
 monitor=$!
