@@ -1,0 +1,218 @@
+"""Scale-in: once the queue has nothing to hand out, idle machines end and busy ones stay.
+
+The decision rule on plain values, the busy records against the emulator, and
+end to end: setup, submitJob and startCluster as a user runs them, real
+worker processes on the fleet's (emulated) machines, and the monitor.
+"""
+import datetime
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO, run_py, write_json
+from worker_helpers import queue_counts, wait_until, worker_env
+
+sys.path.insert(0, REPO)
+from ds import scalein  # noqa: E402
+from ds.aws import Session  # noqa: E402
+from ds.monitor import Run, run_settings  # noqa: E402
+from ds.settings import load  # noqa: E402
+
+BUCKET = "scalein-bucket"
+CONFIG = """
+APP_NAME = 'ScaleTest'
+DOCKERHUB_TAG = 'someone/something:1.0'
+AWS_REGION = 'us-east-1'
+AWS_BUCKET = '%s'
+CLUSTER_MACHINES = 3
+TASKS_PER_MACHINE = 1
+DOCKER_CORES = 1
+MACHINE_PRICE = 0.25
+SQS_MESSAGE_VISIBILITY = 60
+MONITOR_TIME = 1
+CREATE_DASHBOARD = 'False'
+COMMAND = 'bash -c {script}'
+""" % BUCKET
+FLEET = {
+    "IamFleetRole": "arn:aws:iam::123456789012:role/aws-ec2-spot-fleet-tagging-role",
+    "AllocationStrategy": "lowestPrice",
+    "LaunchSpecifications": [{"ImageId": "ami-12c6146b", "KeyName": "key"}],
+    "Type": "maintain",
+}
+
+
+# ---- the rule on plain values (hand-computed answers) ----------------------
+
+def test_decide_ends_only_machines_idle_on_two_polls():
+    running = ["i-a", "i-b", "i-c", "i-d"]
+    busy = {"i-a": 2, "i-b": 1}
+    # first poll: c and d idle, nothing idle before -> target 2, nothing ended yet
+    target, idle, end = scalein.decide(running, busy, 3, set())
+    assert (target, idle, end) == (2, {"i-c", "i-d"}, [])
+    # second poll: d still idle, c was busy in between -> only d ends
+    target, idle, end = scalein.decide(running, busy, 3, {"i-d", "i-x"})
+    assert (target, end) == (2, ["i-d"])
+
+
+def test_decide_falls_back_when_records_miss_jobs_in_flight():
+    running = ["i-a", "i-b"]
+    assert scalein.decide(running, {"i-a": 1}, 2, {"i-b"})[0] is None
+    # a record of a machine outside the fleet does not count
+    assert scalein.decide(running, {"i-z": 5}, 1, {"i-b"})[0] is None
+    assert scalein.decide(running, {}, 1, set())[0] is None
+
+
+def test_busy_records_older_than_a_lease_count_as_gone(boto):
+    s3 = boto("s3")
+    s3.create_bucket(Bucket=BUCKET)
+    for k in ("busy/App/i-1/w1", "busy/App/i-1/w2", "busy/App/i-2/w1",
+              "busy/Other/i-3/w1", "busy/App/stray"):
+        s3.put_object(Bucket=BUCKET, Key=k, Body=b"job")
+    now = datetime.datetime.now(datetime.timezone.utc)
+    assert scalein.busy_workers(s3, BUCKET, "App", 600, now) == {"i-1": 2, "i-2": 1}
+    later = now + datetime.timedelta(seconds=700)
+    assert scalein.busy_workers(s3, BUCKET, "App", 600, later) == {}
+
+
+# ---- end to end with real workers ------------------------------------------
+
+@pytest.fixture
+def started_run(tmp_path, aws_env, boto, workers):
+    """setup, submitJob, startCluster as a user runs them; one real worker per machine.
+
+    Two jobs finish at once; the third holds its machine until the test
+    creates the release file.
+    """
+    config = tmp_path / "config.py"
+    config.write_text(CONFIG)
+    release = tmp_path / "release"
+    job = {"groups": [{"script": "true"}, {"script": "true"},
+                      {"script": "while [ ! -e %s ]; do sleep 0.2; done" % release}]}
+    (tmp_path / "files").mkdir()
+    write_json(tmp_path / "files" / "job.json", job)
+    write_json(tmp_path / "files" / "fleet.json", FLEET)
+    boto("s3").create_bucket(Bucket=BUCKET)
+
+    def user(*args):
+        result = run_py(["--config", str(config)] + list(args), aws_env, cwd=str(tmp_path),
+                        timeout=120)
+        assert result.returncode == 0, result.stdout + result.stderr
+        return result
+    user("setup")
+    user("submitJob", "files/job.json")
+    started = user("startCluster", "files/fleet.json")
+    monitor_file = str(tmp_path / "files" / "ScaleTestSpotFleetRequestId.json")
+    fleet_id = json.load(open(monitor_file))["MONITOR_FLEET_ID"]
+    ec2, sqs = boto("ec2"), boto("sqs")
+    machines = sorted(i["InstanceId"] for i in ec2.describe_spot_fleet_instances(
+        SpotFleetRequestId=fleet_id)["ActiveInstances"])
+    assert len(machines) == 3
+    url = sqs.get_queue_url(QueueName="ScaleTestQueue")["QueueUrl"]
+    procs = {}
+    for m in machines:
+        env = worker_env(aws_env, url, BUCKET, "bash -c {script}", APP_NAME="ScaleTest",
+                         LOG_GROUP_NAME="ScaleTest", SQS_MESSAGE_VISIBILITY="60",
+                         INSTANCE_ID=m)
+        procs[m] = workers.start(env, name=m)
+    # the two quick jobs are done and the long one is held: nothing left to hand out
+    wait_until(lambda: queue_counts(sqs, url) == (0, 1), 90, "two jobs done, one running",
+               interval=0.2)
+    # which machine holds the long job: its worker's log says so
+    holder = wait_until(
+        lambda: [m for m, p in procs.items() if "RUN bash -c 'while" in p.output()],
+        30, "the long job to start", interval=0.2)
+    assert len(holder) == 1
+    # the quick jobs' records are gone and the long job's is there
+    wait_until(lambda: scalein.busy_workers(boto("s3"), BUCKET, "ScaleTest", 60)
+               == {holder[0]: 1}, 30, "only the long job's busy record", interval=0.2)
+    return dict(config=str(config), dir=tmp_path, monitor_file=monitor_file,
+                fleet_id=fleet_id, machines=machines, busy=holder, url=url,
+                release=release, procs=procs, startCluster=started.stdout, env=aws_env)
+
+
+def fleet_target(ec2, fleet_id):
+    return ec2.describe_spot_fleet_requests(SpotFleetRequestIds=[fleet_id])[
+        "SpotFleetRequestConfigs"][0]["SpotFleetRequestConfig"]["TargetCapacity"]
+
+
+def states(ec2, ids):
+    found = {}
+    for res in ec2.describe_instances(InstanceIds=ids)["Reservations"]:
+        for inst in res["Instances"]:
+            found[inst["InstanceId"]] = inst["State"]["Name"]
+    return found
+
+
+def test_monitor_ends_idle_machines_and_keeps_the_busy_one(started_run, boto, capsys):
+    r = started_run
+    ec2, s3, sqs = boto("ec2"), boto("s3"), boto("sqs")
+    assert len(r["busy"]) == 1
+    busy = r["busy"][0]
+    idle = sorted(set(r["machines"]) - {busy})
+
+    # the monitor's own poll, driven here so that polls are counted, not timed
+    settings, fleet_id, started, per_machine = run_settings(load(r["config"]), r["monitor_file"])
+    run = Run(Session(settings), settings, fleet_id, started, per_machine, lambda text: None)
+    assert run.poll(r["url"], False) is False
+    # first poll: the target drops to the busy machines; nothing ends yet
+    assert fleet_target(ec2, fleet_id) == 1
+    assert set(states(ec2, r["machines"]).values()) == {"running"}
+    run.poll(r["url"], False)
+    # second poll: both idle machines are ended, the busy one is not
+    after = states(ec2, r["machines"])
+    assert {m: after[m] for m in idle} == {m: "terminated" for m in idle}
+    assert after[busy] == "running"
+    out = capsys.readouterr().out
+    assert out.count("Ended idle machine") == 2 and busy not in out
+    run.poll(r["url"], False)
+    assert states(ec2, [busy])[busy] == "running"
+    # the fleet replaces nothing, and its target is the number of busy machines
+    active = [i["InstanceId"] for i in ec2.describe_spot_fleet_instances(
+        SpotFleetRequestId=fleet_id)["ActiveInstances"]]
+    assert active == [busy] and fleet_target(ec2, fleet_id) == 1
+
+    # the held job finishes on its machine; its busy record goes with it
+    r["release"].touch()
+    wait_until(lambda: queue_counts(sqs, r["url"]) == (0, 0), 60, "the last job to finish",
+               interval=0.2)
+    wait_until(lambda: not scalein.busy_workers(s3, BUCKET, "ScaleTest", 60), 30,
+               "the busy record to go", interval=0.2)
+    assert run.poll(r["url"], False) is True
+
+
+def test_run_py_monitor_ends_idle_machines_then_finishes(started_run, boto):
+    r = started_run
+    ec2 = boto("ec2")
+    busy = r["busy"][0]
+    assert ("Cost ceiling: 3 machines x $0.25 per machine-hour (MACHINE_PRICE) = $0.75 per hour"
+            in r["startCluster"])
+    # the ECS agent config drains a machine on its spot interruption notice
+    agent = boto("s3").get_object(Bucket=BUCKET, Key="ecsconfigs/ScaleTest_ecs.config")
+    assert "ECS_ENABLE_SPOT_INSTANCE_DRAINING=true" in agent["Body"].read().decode().split("\n")
+    log = open(r["dir"] / "monitor.log", "w+")
+    proc = subprocess.Popen([sys.executable, os.path.join(REPO, "run.py"), "--config",
+                             r["config"], "monitor", r["monitor_file"]], cwd=str(r["dir"]),
+                            env=r["env"], stdout=log, stderr=subprocess.STDOUT, text=True)
+    try:
+        def output():
+            with open(log.name) as f:
+                return f.read()
+        wait_until(lambda: output().count("Ended idle machine") == 2 or proc.poll() is not None,
+                   120, "two idle machines ended", interval=0.2)
+        assert output().count("Ended idle machine") == 2, output()
+        assert busy not in output() and states(ec2, [busy])[busy] == "running"
+        r["release"].touch()
+        assert proc.wait(180) == 0, output()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        log.close()
+    out = output()
+    assert "Run ScaleTest finished: 3 jobs done" in out
+    assert "Estimated cost: about $" in out and "at MACHINE_PRICE $0.25" in out
+    assert not scalein.busy_workers(boto("s3"), BUCKET, "ScaleTest", 60)
+    assert "Traceback" not in out
