@@ -1,0 +1,96 @@
+"""The cost simulator's policies on small runs whose answers are worked out by hand."""
+import os
+import sys
+
+import pytest
+
+from conftest import REPO
+
+sys.path.insert(0, os.path.join(REPO, "benchmarks"))
+import costsim  # noqa: E402
+
+INF = costsim.INF
+
+
+def simulate(durations, machines, slots, boot, lifetimes=None):
+    sc = costsim.Scenario(jobs=len(durations), machines=machines, slots=slots, boot=boot,
+                          interrupt_rate=0)
+    lifetimes = lifetimes or {}
+    draws = costsim.Draws(durations, lambda k: lifetimes.get(k, INF))
+    return {r["policy"]: r for r in costsim.run_all(sc, draws)}
+
+
+DS, OLD, NEW = "Distributed-Something", "ours before this", "new"
+
+
+def seconds(r, key):
+    return round(r[key] * 3600, 6)
+
+
+def test_one_machine_two_jobs_teardown_at_the_first_empty_poll():
+    # boot 0-60, jobs 60-160 and 160-260; a 60 s poll finds the queue empty at 300,
+    # a 600 s poll at 600 (the idle alarm would fire only at 260 + 1200)
+    r = simulate([100, 100], machines=1, slots=1, boot=60)
+    assert seconds(r[NEW], "paid_h") == seconds(r[OLD], "paid_h") == 300
+    assert seconds(r[DS], "paid_h") == 600
+    for p in (DS, OLD, NEW):
+        assert seconds(r[p], "occupied_h") == 200
+        assert r[p]["makespan_min"] * 60 == pytest.approx(260)
+        assert r[p]["done"] == 2 and r[p]["rerun"] == 0
+    assert r[NEW]["utilization"] == pytest.approx(200 / 300.0)
+
+
+def test_new_policy_ends_the_idle_machine_after_two_polls():
+    # m0 finishes at 100; polls at 120 (idle once) and 180 (twice: ended).
+    # m1 finishes at 1000; teardown at 1020 (60 s polls) or 1200 (600 s).
+    r = simulate([100, 1000], machines=2, slots=1, boot=0)
+    assert seconds(r[NEW], "paid_h") == 180 + 1020
+    assert seconds(r[OLD], "paid_h") == 1020 + 1020
+    assert seconds(r[DS], "paid_h") == 1200 + 1200
+    assert all(seconds(r[p], "occupied_h") == 1100 for p in r)
+
+
+def test_ds_target_in_jobs_replaces_machines_its_idle_alarm_ends():
+    # 2 machines x 2 slots; m0's jobs end at 100, m1's at 3000.
+    # ds: target = 2 jobs in flight, so each machine the alarm ends (1300, 2500)
+    #     is replaced by one that idles too: 1300 + 3000 + 1200 + 500
+    # old: target 1 machine, m0 ends by its alarm at 1300: 1300 + 3000
+    # new: m0 ends at the poll at 180: 180 + 3000
+    r = simulate([100, 100, 3000, 3000], machines=2, slots=2, boot=0)
+    assert seconds(r[DS], "paid_h") == 6000 and r[DS]["machines"] == 4
+    assert seconds(r[OLD], "paid_h") == 4300 and r[OLD]["machines"] == 2
+    assert seconds(r[NEW], "paid_h") == 3180
+    assert all(seconds(r[p], "occupied_h") == 3100 for p in r)
+
+
+def test_interruption_without_draining_costs_a_lease_and_with_draining_does_not():
+    # one 300 s job; its machine gets the notice at 100 and dies at 220.
+    # no draining: lost at 220, back at 800 (last renewal 200 + 600 lease), runs on the
+    #   replacement 800-1100, teardown at 1140: paid 220 + 920.
+    # draining: released at 100, runs on the replacement 220-520, teardown at 540.
+    r = simulate([300], machines=1, slots=1, boot=0, lifetimes={0: 100})
+    assert seconds(r[OLD], "paid_h") == 220 + 920
+    assert seconds(r[OLD], "occupied_h") == 220 + 300
+    assert r[OLD]["makespan_min"] * 60 == pytest.approx(1100)
+    assert seconds(r[NEW], "paid_h") == 220 + 320
+    assert seconds(r[NEW], "occupied_h") == 100 + 300
+    assert r[NEW]["makespan_min"] * 60 == pytest.approx(520)
+    assert r[OLD]["rerun"] == r[NEW]["rerun"] == 1
+
+
+def test_billing_has_a_60_second_minimum():
+    sc = costsim.Scenario(jobs=0, machines=0, interrupt_rate=0)
+    run = costsim.Run(sc, costsim.POLICIES[2], costsim.Draws([], lambda k: INF))
+    for launched, ended in ((0, 30), (100, 190)):
+        m = costsim.Machine(len(run.machines), launched, sc)
+        m.ended = ended
+        run.machines.append(m)
+    assert seconds(run.results(), "paid_h") == 60 + 90
+
+
+def test_the_same_draws_give_the_same_results():
+    sc = costsim.Scenario(jobs=400, machines=10)
+    a = costsim.run_all(sc, costsim.Draws.random(sc, 3))
+    b = costsim.run_all(sc, costsim.Draws.random(sc, 3))
+    assert a == b
+    assert all(r["done"] == 400 for r in a)
