@@ -263,16 +263,18 @@ class Run:
 
     # ---- results -------------------------------------------------------
     def results(self):
-        paid = occupied = 0.0
+        paid = occupied = booting = 0.0
         for m in self.machines:
             end = m.ended if m.ended is not None else self.now
             paid += max(end - m.launched, self.sc.min_bill)
             occupied += m.occupied
+            booting += min(self.sc.boot, end - m.launched)
         return {"policy": self.p.name, "paid_h": paid / 3600, "occupied_h": occupied / 3600,
                 "ratio": paid / occupied if occupied else INF,
                 "utilization": self.slot_seconds / (paid * self.sc.slots) if paid else 0.0,
                 "makespan_min": self.last_done / 60, "done": self.done,
                 "rerun": sum(1 for n in self.starts.values() if n > 1),
+                "booting_h": booting / 3600,
                 "machines": len(self.machines)}
 
 
@@ -311,6 +313,10 @@ def main(argv=None):
         rows = run_all(sc, Draws.random(sc, seed))
         print("\nseed %d" % seed)
         print(table(rows))
+        for r in rows:
+            idle = r["paid_h"] - r["occupied_h"]
+            print("%s: %.1f idle machine-hours paid, %.1f of them booting" % (
+                r["policy"], idle, r["booting_h"]))
         base = rows[0]
         for r in rows[1:]:
             print("%s vs %s: paid x%.3f, makespan x%.3f" % (
