@@ -216,3 +216,42 @@ def test_run_py_monitor_ends_idle_machines_then_finishes(started_run, boto):
     assert "Estimated cost: about $" in out and "at MACHINE_PRICE $0.25" in out
     assert not scalein.busy_workers(boto("s3"), BUCKET, "ScaleTest", 60)
     assert "Traceback" not in out
+
+
+def test_local_run_ends_idle_emulated_machines_and_their_workers(tmp_path):
+    """`run.py local` places workers on emulated machines, so the scale-in works there too."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    home = tmp_path / "home"
+    home.mkdir()
+    env.update(HOME=str(home), PYTHONUNBUFFERED="1")
+    release = tmp_path / "release"
+    config = tmp_path / "config.py"
+    config.write_text(open(os.path.join(REPO, "config.py")).read() + "\n".join([
+        "", "APP_NAME = 'LocalScale'", "CLUSTER_MACHINES = 3", "TASKS_PER_MACHINE = 1",
+        "DOCKER_CORES = 1", "CREATE_DASHBOARD = 'False'", "COMMAND = 'bash -c {script}'", ""]))
+    job = {"groups": [{"n": "1", "script": "true"}, {"n": "2", "script": "true"},
+                      {"n": "3", "script": "while [ ! -e %s ]; do sleep 0.2; done" % release}]}
+    write_json(tmp_path / "job.json", job)
+    log = open(tmp_path / "local.log", "w+")
+    proc = subprocess.Popen([sys.executable, "run.py", "--config", str(config), "local",
+                             str(tmp_path / "job.json"), "--out", str(tmp_path / "out")],
+                            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
+
+    def output():
+        with open(log.name) as f:
+            return f.read()
+    try:
+        wait_until(lambda: output().count("Ended idle machine") == 2 or proc.poll() is not None,
+                   180, "two idle machines ended", interval=0.2)
+        assert output().count("Ended idle machine") == 2, output()
+        release.touch()
+        assert proc.wait(240) == 0, output()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        log.close()
+    out = output()
+    assert "the fleet now asks for the 1 busy machine;" in out
+    assert out.count("Ended idle machine") == 2   # the busy one was never ended
+    assert "succeeded        3" in out and "Traceback" not in out
