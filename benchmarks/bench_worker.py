@@ -3,7 +3,8 @@
 1. Per-job overhead: one worker runs N tiny jobs; overhead per job is the
    worker's receive-to-delete time minus the tool's own run time, both from
    the worker's END log lines (so it covers parse, check, scratch folder,
-   download, upload, delete and CloudWatch logging).
+   download, upload, delete and CloudWatch logging); once without and once
+   with INSTANCE_ID, whose busy records cost an S3 PUT and DELETE per job.
 2. Makespan: JOBS jobs of `sleep T` on W workers, from the first message
    sent (workers already polling) to the queue being empty, against the
    ideal JOBS*T/W.
@@ -61,22 +62,31 @@ def main():
         s3.create_bucket(Bucket="bench")
 
         # --- 1. per-job overhead, one worker, tool = `echo > file` ---
-        q1, _ = make_queues(sqs, "Overhead")
-        w = workers.start(worker_env(env, q1, "bench", "echo x > {output_dir}/o.txt",
-                                     WORKER_SCRATCH=tmp, **logs), "overhead")
-        w.wait_for("worker started")
-        send_jobs(sqs, q1, {}, [{"job_name": "o%d" % i, "output": "o/%d" % i}
-                                for i in range(args.overhead_jobs)])
-        w.wait_for(r"END job", count=args.overhead_jobs, timeout=300)
-        ends = END.findall(w.output())
-        assert all(o == "SUCCESS" for o, _, _ in ends), ends
-        over = [float(d) - float(t) for _, d, t in ends]
-        w.stop()
-        print("per-job overhead (receive-to-delete minus tool time), %d jobs, 1 worker:"
-              % len(over))
-        print("  median %.1f ms, mean %.1f ms, p90 %.1f ms, max %.1f ms" % (
-            1000 * statistics.median(over), 1000 * statistics.mean(over),
-            1000 * sorted(over)[int(0.9 * len(over)) - 1], 1000 * max(over)))
+        # Without and with INSTANCE_ID: with it the worker keeps a busy record
+        # in S3 while it holds a job (one PUT at take, one DELETE at the end).
+        medians = []
+        for label, extra in (("no busy records", {}),
+                             ("busy records", {"INSTANCE_ID": "i-bench"})):
+            q1, _ = make_queues(sqs, "Overhead%d" % len(medians))
+            w = workers.start(worker_env(env, q1, "bench", "echo x > {output_dir}/o.txt",
+                                         WORKER_SCRATCH=tmp, **dict(logs, **extra)),
+                              "overhead%d" % len(medians))
+            w.wait_for("worker started")
+            send_jobs(sqs, q1, {}, [{"job_name": "o%d" % i, "output": "o/%d" % i}
+                                    for i in range(args.overhead_jobs)])
+            w.wait_for(r"END job", count=args.overhead_jobs, timeout=300)
+            ends = END.findall(w.output())
+            assert all(o == "SUCCESS" for o, _, _ in ends), ends
+            over = [float(d) - float(t) for _, d, t in ends]
+            w.stop()
+            medians.append(statistics.median(over))
+            print("per-job overhead (receive-to-delete minus tool time), %d jobs, 1 worker, %s:"
+                  % (len(over), label))
+            print("  median %.1f ms, mean %.1f ms, p90 %.1f ms, max %.1f ms" % (
+                1000 * statistics.median(over), 1000 * statistics.mean(over),
+                1000 * sorted(over)[int(0.9 * len(over)) - 1], 1000 * max(over)))
+        print("busy records: median overhead x%.2f (+%.1f ms per job)"
+              % (medians[1] / medians[0], 1000 * (medians[1] - medians[0])))
 
         # --- 2. makespan of JOBS sleep jobs on W workers ---
         q2, _ = make_queues(sqs, "Makespan")
