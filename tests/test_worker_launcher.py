@@ -123,6 +123,8 @@ def test_run_worker_tags_instance_and_creates_idle_alarm(aws_env, boto, workers,
     env["AWS_EC2_METADATA_SERVICE_ENDPOINT"] = fake_imds
     p = workers.start_script(["bash", RUN_WORKER], env, "run-worker")
     p.wait_for(r"worker started pid=", timeout=30)
+    # the instance id reaches the workers, for their busy records
+    assert re.search(r"worker started pid=.* instance=%s$" % iid, p.output(), re.M)
     assert ("PUT", "/latest/api/token", "21600") in FakeIMDS.seen
     assert ("GET", "/latest/meta-data/instance-id", FakeIMDS.token) in FakeIMDS.seen
 

@@ -163,8 +163,9 @@ class Worker(object):
 
     # ---- SQS -----------------------------------------------------------
     def run(self):
-        LOG.info("%s worker started pid=%d queue=%s lease=%ss", self.tag,
-                 os.getpid(), self.s.queue_url, self.s.lease)
+        LOG.info("%s worker started pid=%d queue=%s lease=%ss instance=%s",
+                 self.tag, os.getpid(), self.s.queue_url, self.s.lease,
+                 self.s.instance_id or "-")
         failures = 0
         while not self.stop.is_set():
             try:
