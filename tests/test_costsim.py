@@ -94,3 +94,12 @@ def test_the_same_draws_give_the_same_results():
     b = costsim.run_all(sc, costsim.Draws.random(sc, 3))
     assert a == b
     assert all(r["done"] == 400 for r in a)
+
+
+def test_the_documented_table_is_what_the_simulator_prints():
+    sc = costsim.Scenario()
+    rows = costsim.run_all(sc, costsim.Draws.random(sc, 1))
+    with open(os.path.join(REPO, "documentation", "costs.md")) as f:
+        assert costsim.table(rows) in f.read()
+    new = rows[2]
+    assert new["ratio"] <= 1.10 and new["done"] == sc.jobs
