@@ -3,9 +3,11 @@
 One invocation simulates a whole run three times on the same random draws
 (job durations, and the spot lifetime of the k-th machine launched):
 
-  ds     Distributed-Something's monitor: looks every 10 minutes; once the
-         queue has nothing visible it lowers the fleet's target to the number
-         of jobs in flight (not machines), terminating nothing.
+  ds     Distributed-Something's monitor: looks every minute to see whether
+         the queue is empty, but only every 10 minutes, if the queue has
+         nothing visible and fewer jobs in flight than machines, sets the
+         fleet's target to the number of jobs in flight (not machines),
+         terminating nothing.
   old    this project before the scale-in: looks every minute; lowers the
          target to the machines the jobs in flight need, terminating nothing.
   new    the scale-in (ds/scalein.py): looks every minute; lowers the target
@@ -43,11 +45,12 @@ class Scenario:
 
 
 class Policy:
-    def __init__(self, name, rule, poll, drain):
+    def __init__(self, name, rule, poll, drain, downscale_every=1):
         self.name, self.rule, self.poll, self.drain = name, rule, poll, drain
+        self.downscale_every = downscale_every   # polls between scale-down decisions
 
 
-POLICIES = [Policy("Distributed-Something", "ds", 600.0, False),
+POLICIES = [Policy("Distributed-Something", "ds", 60.0, False, downscale_every=10),
             Policy("ours before this", "old", 60.0, False),
             Policy("new", "new", 60.0, True)]
 
@@ -102,6 +105,7 @@ class Run:
         self.last_done = 0.0
         self.slot_seconds = 0.0
         self.idle_before = set()
+        self.polls = 0
         self.finished = False
 
     # ---- events --------------------------------------------------------
@@ -231,6 +235,7 @@ class Run:
 
     # ---- the monitor ---------------------------------------------------
     def on_poll(self):
+        self.polls += 1
         if not self.visible and self.in_flight == 0:
             self.target = 0              # teardown: the fleet is cancelled
             for m in list(self.alive):
@@ -238,7 +243,7 @@ class Run:
             self.finished = True
             return
         self.at(self.now + self.p.poll, "poll")
-        if self.visible:
+        if self.visible or self.polls % self.p.downscale_every:
             self.idle_before = set()
             return
         rule = self.p.rule
@@ -256,7 +261,8 @@ class Run:
                 return
         self.idle_before = set()
         if rule == "ds":
-            self.target = min(self.target, self.in_flight)
+            if self.in_flight < len(self.alive):
+                self.target = self.in_flight
         else:
             self.target = min(self.target, int(math.ceil(self.in_flight / float(self.sc.slots))))
         self.maintain()

@@ -28,12 +28,11 @@ def seconds(r, key):
 
 
 def test_one_machine_two_jobs_teardown_at_the_first_empty_poll():
-    # boot 0-60, jobs 60-160 and 160-260; a 60 s poll finds the queue empty at 300,
-    # a 600 s poll at 600 (the idle alarm would fire only at 260 + 1200)
+    # boot 0-60, jobs 60-160 and 160-260; every policy looks each minute for an
+    # empty queue, and finds it at 300 (the idle alarm would fire only at 260 + 1200)
     r = simulate([100, 100], machines=1, slots=1, boot=60)
-    assert seconds(r[NEW], "paid_h") == seconds(r[OLD], "paid_h") == 300
-    assert seconds(r[DS], "paid_h") == 600
     for p in (DS, OLD, NEW):
+        assert seconds(r[p], "paid_h") == 300
         assert seconds(r[p], "occupied_h") == 200
         assert r[p]["makespan_min"] * 60 == pytest.approx(260)
         assert r[p]["done"] == 2 and r[p]["rerun"] == 0
@@ -42,18 +41,20 @@ def test_one_machine_two_jobs_teardown_at_the_first_empty_poll():
 
 def test_new_policy_ends_the_idle_machine_after_two_polls():
     # m0 finishes at 100; polls at 120 (idle once) and 180 (twice: ended).
-    # m1 finishes at 1000; teardown at 1020 (60 s polls) or 1200 (600 s).
+    # m1 finishes at 1000; teardown at the poll at 1020. The old policies leave m0
+    # to its idle alarm (100 + 1200 = 1300), which comes after the teardown.
     r = simulate([100, 1000], machines=2, slots=1, boot=0)
     assert seconds(r[NEW], "paid_h") == 180 + 1020
     assert seconds(r[OLD], "paid_h") == 1020 + 1020
-    assert seconds(r[DS], "paid_h") == 1200 + 1200
+    assert seconds(r[DS], "paid_h") == 1020 + 1020
     assert all(seconds(r[p], "occupied_h") == 1100 for p in r)
 
 
 def test_ds_target_in_jobs_replaces_machines_its_idle_alarm_ends():
     # 2 machines x 2 slots; m0's jobs end at 100, m1's at 3000.
-    # ds: target = 2 jobs in flight, so each machine the alarm ends (1300, 2500)
-    #     is replaced by one that idles too: 1300 + 3000 + 1200 + 500
+    # ds: at its 10-minute looks (600, 1200, ...) 2 jobs are in flight on 2 machines,
+    #     so the target stays 2, and each machine the alarm ends (1300, 2500) is
+    #     replaced by one that idles too: 1300 + 3000 + 1200 + 500
     # old: target 1 machine, m0 ends by its alarm at 1300: 1300 + 3000
     # new: m0 ends at the poll at 180: 180 + 3000
     r = simulate([100, 100, 3000, 3000], machines=2, slots=2, boot=0)
