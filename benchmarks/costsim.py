@@ -79,7 +79,7 @@ class Draws:
 
 
 class Machine:
-    def __init__(self, mid, now, sc):
+    def __init__(self, mid, now):
         self.id, self.launched, self.ended = mid, now, None
         self.ready = False          # booted and taking jobs
         self.draining = False
@@ -124,7 +124,7 @@ class Run:
 
     # ---- machines ------------------------------------------------------
     def launch(self):
-        m = Machine(len(self.machines), self.now, self.sc)
+        m = Machine(len(self.machines), self.now)
         self.machines.append(m)
         self.alive.add(m)
         self.at(self.now + self.sc.boot, "boot", m)

@@ -83,7 +83,7 @@ def test_billing_has_a_60_second_minimum():
     sc = costsim.Scenario(jobs=0, machines=0, interrupt_rate=0)
     run = costsim.Run(sc, costsim.POLICIES[2], costsim.Draws([], lambda k: INF))
     for launched, ended in ((0, 30), (100, 190)):
-        m = costsim.Machine(len(run.machines), launched, sc)
+        m = costsim.Machine(len(run.machines), launched)
         m.ended = ended
         run.machines.append(m)
     assert seconds(run.results(), "paid_h") == 60 + 90
