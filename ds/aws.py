@@ -4,6 +4,7 @@ Every command talks to AWS through `session(settings)`. The standard
 AWS_ENDPOINT_URL (read by boto3 itself) points all of it at an emulator.
 """
 import contextlib
+import os
 
 import boto3
 import botocore.exceptions
@@ -13,7 +14,10 @@ from botocore.config import Config
 from .errors import UserError
 
 # Adaptive retries ride out throttling on big runs without our own sleeps.
-CLIENT_CONFIG = Config(retries={"max_attempts": 10, "mode": "adaptive"},
+# The standard AWS_MAX_ATTEMPTS / AWS_RETRY_MODE still win when set (an
+# explicit Config would otherwise silence them).
+CLIENT_CONFIG = Config(retries={"max_attempts": int(os.environ.get("AWS_MAX_ATTEMPTS") or 10),
+                                "mode": os.environ.get("AWS_RETRY_MODE") or "adaptive"},
                        max_pool_connections=32)
 
 
@@ -26,9 +30,9 @@ class Session:
         available = boto3.session.Session().available_profiles
         if profile and profile not in available:
             if profile != "default":
-                raise UserError("config.py: AWS_PROFILE %r is not in your AWS config "
+                raise UserError("%s: AWS_PROFILE %r is not in your AWS config "
                                 "(~/.aws/credentials); run `aws configure --profile %s` "
-                                "or fix AWS_PROFILE." % (profile, profile))
+                                "or fix AWS_PROFILE." % (settings.path, profile, profile))
             profile = None  # DS configs say 'default'; env credentials may stand in
         self._boto = boto3.session.Session(profile_name=profile, region_name=self.region)
         self._clients = {}
@@ -60,8 +64,9 @@ def explain(what, hint=""):
         raise UserError("No AWS credentials found: run `aws configure` (or set AWS_PROFILE "
                         "in config.py), or try `python run.py local`, which needs none.")
     except botocore.exceptions.EndpointConnectionError as e:
-        raise UserError("Could not reach AWS to %s (%s); check your network and AWS_REGION."
-                        % (what, e))
+        where = ("AWS_ENDPOINT_URL" if os.environ.get("AWS_ENDPOINT_URL")
+                 else "your network and AWS_REGION")
+        raise UserError("Could not reach AWS to %s (%s); check %s." % (what, e, where))
     except botocore.exceptions.ParamValidationError as e:
         detail = " ".join(l.strip() for l in str(e).splitlines()[1:] if l.strip())
         raise UserError("Cannot %s: %s%s" % (what, detail or e, " " + hint if hint else ""))

@@ -1,10 +1,17 @@
 """From parsed command-line arguments to the step that does the work."""
-from .aws import Session
+from .aws import Session, explain
 from .settings import load, to_bool
 
 
 def dispatch(args):
     settings = load(args.config)
+    # Any AWS failure a step did not explain itself (no credentials, no
+    # network) still ends in one line, never a traceback.
+    with explain("run %s" % args.command):
+        return _run(settings, args)
+
+
+def _run(settings, args):
     if args.command == "local":
         from . import local
         return local.run(settings, args)

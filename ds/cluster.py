@@ -71,7 +71,8 @@ def register_task_definition(ecs, settings, queue_url):
     if settings.TASK_ROLE_ARN:
         args["taskRoleArn"] = settings.TASK_ROLE_ARN
     with explain("register task definition %s" % task_family(settings),
-                 "Check DOCKERHUB_TAG, CPU_SHARES, MEMORY and TASK_ROLE_ARN in config.py."):
+                 "Check DOCKERHUB_TAG, CPU_SHARES, MEMORY and TASK_ROLE_ARN in %s."
+                 % settings.path):
         return ecs.register_task_definition(**args)["taskDefinition"]["taskDefinitionArn"]
 
 

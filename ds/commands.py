@@ -14,24 +14,25 @@ from . import cluster, cost, dashboard, fleet, jobs, logs, queue
 STARTUP_TIMEOUT = 15 * 60   # how long startCluster waits for the fleet's machines
 
 
-def check_bucket(s3, bucket):
-    try:
-        s3.head_bucket(Bucket=bucket)
-    except botocore.exceptions.ClientError as e:
-        code = e.response.get("Error", {}).get("Code", "")
-        if code in ("404", "NoSuchBucket", "NotFound"):
-            raise UserError("Bucket %s does not exist: create it (aws s3 mb s3://%s) or fix "
-                            "AWS_BUCKET in config.py." % (bucket, bucket))
-        if code in ("403", "AccessDenied", "Forbidden"):
-            raise UserError("Bucket %s exists but these credentials may not use it: fix "
-                            "AWS_BUCKET or AWS_PROFILE in config.py." % bucket)
-        with explain("reach bucket %s" % bucket):
+def check_bucket(s3, bucket, config="config.py"):
+    # explain() outside: missing credentials or no network are no ClientError
+    with explain("reach bucket %s" % bucket):
+        try:
+            s3.head_bucket(Bucket=bucket)
+        except botocore.exceptions.ClientError as e:
+            code = e.response.get("Error", {}).get("Code", "")
+            if code in ("404", "NoSuchBucket", "NotFound"):
+                raise UserError("Bucket %s does not exist: create it (aws s3 mb s3://%s) or "
+                                "fix AWS_BUCKET in %s." % (bucket, bucket, config))
+            if code in ("403", "AccessDenied", "Forbidden"):
+                raise UserError("Bucket %s exists but these credentials may not use it: fix "
+                                "AWS_BUCKET or AWS_PROFILE in %s." % (bucket, config))
             raise
 
 
 def setup(aws, settings):
     """Queues, ECS cluster, task definition and service (desired count 0)."""
-    check_bucket(aws.client("s3"), settings.AWS_BUCKET)
+    check_bucket(aws.client("s3"), settings.AWS_BUCKET, settings.path)
     url = queue.ensure_queues(aws.client("sqs"), settings)
     print("Queue %s is ready (dead-letter queue %s after %d tries)."
           % (settings.SQS_QUEUE_NAME, settings.dead_letter_queue_name, settings.JOB_RETRIES))
@@ -53,7 +54,7 @@ def submit_job(aws, settings, path):
     """One SQS message per group of the job file; nothing is sent if any group is bad."""
     bodies = jobs.load_messages(path, settings.COMMAND)
     sqs = aws.client("sqs")
-    url = queue.require_url(sqs, settings.SQS_QUEUE_NAME)
+    url = queue.require_url(sqs, settings.SQS_QUEUE_NAME, settings.path)
     progress = None
     if len(bodies) >= 1000:
         from tqdm import tqdm
@@ -135,13 +136,13 @@ def start_cluster(aws, settings, path, timeout=STARTUP_TIMEOUT, monitor_path=Non
         raise UserError("Service %s does not exist: run `python run.py setup` first."
                         % cluster.service_name(settings))
     s3 = aws.client("s3")
-    check_bucket(s3, settings.AWS_BUCKET)
+    check_bucket(s3, settings.AWS_BUCKET, settings.path)
     with explain("upload the ECS agent config to s3://%s" % settings.AWS_BUCKET):
         s3.put_object(Bucket=settings.AWS_BUCKET, Key=fleet.ecs_config_key(settings),
                       Body=fleet.ecs_config(settings).encode())
     print(cost.ceiling_line(settings))
     started = datetime.datetime.now(datetime.timezone.utc)
-    fleet_id = fleet.request(ec2, config, path)
+    fleet_id = fleet.request(ec2, config, path, settings.path)
     write_monitor_file(settings, fleet_id, monitor_path)
     print("Requested %d machine%s (%s) as spot fleet %s." % (
         settings.CLUSTER_MACHINES, "" if settings.CLUSTER_MACHINES == 1 else "s",

@@ -1,5 +1,6 @@
 """CloudWatch: the run's dashboard, and the alarms that watch its machines."""
 import json
+import re
 
 from .aws import explain
 
@@ -64,9 +65,15 @@ def delete(cloudwatch, app_name):
 
 
 def alarm_names(cloudwatch, app_name):
-    """Alarms this run created: APP_NAME_<instance id> (one per machine, set by the worker)."""
+    """Alarms this run created: APP_NAME_<instance id> (one per machine, set by the worker).
+
+    The prefix alone would also match another run's alarms (run Plate1 would
+    take Plate1_Analysis_i-...), so only an instance id may follow it.
+    """
+    own = re.compile(re.escape(app_name) + r"_i-(?:[0-9a-f]{8}|[0-9a-f]{17})$")
     pages = cloudwatch.get_paginator("describe_alarms").paginate(AlarmNamePrefix=app_name + "_")
-    return [a["AlarmName"] for p in pages for a in p["MetricAlarms"]]
+    return [a["AlarmName"] for p in pages for a in p["MetricAlarms"]
+            if own.match(a["AlarmName"])]
 
 
 def delete_alarms(cloudwatch, names):

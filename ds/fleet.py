@@ -49,13 +49,12 @@ def ecs_config_key(settings):
 
 
 def docker_base_size(settings):
-    """Disk per container: the data volume shared by TASKS_PER_MACHINE, less 2 GB slack."""
-    size = int(round(float(settings.EBS_VOL_SIZE) / settings.TASKS_PER_MACHINE)) - 2
-    if size < 1:
-        raise UserError("config.py: EBS_VOL_SIZE %d GB is too small for %d tasks per machine; "
-                        "give each task at least 3 GB." % (settings.EBS_VOL_SIZE,
-                                                           settings.TASKS_PER_MACHINE))
-    return size
+    """Disk per container: the data volume shared by TASKS_PER_MACHINE, less 2 GB slack.
+
+    Rounded down, so the containers together never claim more than the volume;
+    settings.load() makes sure this is at least 1 GB.
+    """
+    return settings.EBS_VOL_SIZE // settings.TASKS_PER_MACHINE - 2
 
 
 def user_data(settings):
@@ -76,7 +75,7 @@ fi
     return base64.b64encode(script.encode()).decode()
 
 
-def _launch_specs_for_types(specs, types, path):
+def _launch_specs_for_types(specs, types, path, config_path):
     """Pair MACHINE_TYPE entries with launch specifications.
 
     Equal lengths pair up in order; one specification is copied once per
@@ -90,9 +89,9 @@ def _launch_specs_for_types(specs, types, path):
     elif len(types) == 1:
         pairs = [(s, types[0]) for s in specs]
     else:
-        raise UserError("%s has %d LaunchSpecifications but MACHINE_TYPE in config.py lists %d "
+        raise UserError("%s has %d LaunchSpecifications but MACHINE_TYPE in %s lists %d "
                         "types: give one type per specification, a single type, or a single "
-                        "specification." % (path, len(specs), len(types)))
+                        "specification." % (path, len(specs), config_path, len(types)))
     out = []
     for spec, machine in pairs:
         spec = copy.deepcopy(spec)
@@ -137,7 +136,8 @@ def build_request(settings, fleet, path, now=None):
     config.setdefault("TerminateInstancesWithExpiration", True)
     config.setdefault("Type", "maintain")
     data = user_data(settings)
-    config["LaunchSpecifications"] = _launch_specs_for_types(specs, settings.MACHINE_TYPE, path)
+    config["LaunchSpecifications"] = _launch_specs_for_types(specs, settings.MACHINE_TYPE, path,
+                                                           settings.path)
     for spec in config["LaunchSpecifications"]:
         spec["UserData"] = data
         _set_volume_size(spec, settings.EBS_VOL_SIZE)
@@ -150,9 +150,9 @@ def build_request(settings, fleet, path, now=None):
     return config
 
 
-def request(ec2, config, path):
+def request(ec2, config, path, config_path="config.py"):
     with explain("start the spot fleet", "Fix %s (or MACHINE_TYPE / MACHINE_PRICE in "
-                 "config.py) and run startCluster again." % path):
+                 "%s) and run startCluster again." % (path, config_path)):
         return ec2.request_spot_fleet(SpotFleetRequestConfig=config)["SpotFleetRequestId"]
 
 

@@ -48,12 +48,18 @@ def _export_one(logs, name, bucket, prefix, since_ms):
     return wait.until(finished, "log export of %s" % name, timeout=1800, longest=10)
 
 
+def exists(logs, name):
+    """Whether log group `name` exists; the API matches by prefix, so compare whole names."""
+    pages = logs.get_paginator("describe_log_groups").paginate(logGroupNamePrefix=name)
+    return any(g["logGroupName"] == name for p in pages for g in p["logGroups"])
+
+
 def export(logs, log_group, bucket, app_name, since_ms):
     """Copy every log group of the run to s3://bucket/exportedlogs/...; say what happened."""
     prefix = "%s/%s" % (EXPORT_PREFIX, app_name)
     for name in group_names(log_group):
         try:
-            if not logs.describe_log_groups(logGroupNamePrefix=name)["logGroups"]:
+            if not exists(logs, name):
                 continue
             status = _export_one(logs, name, bucket, prefix, since_ms)
         except botocore.exceptions.ClientError as e:

@@ -50,8 +50,23 @@ def finished(path):
 
 def mark_finished(path):
     """Record that teardown, export and summary all happened, so a rerun skips them."""
+    _record(path, MONITOR_FINISHED=True)
+
+
+def record_counts(path, done, dead):
+    """Keep the final counts: once the queue is deleted, nothing else knows them."""
+    _record(path, MONITOR_JOBS_DONE=done, MONITOR_JOBS_DEAD=dead)
+
+
+def recorded_counts(path):
+    """(done, dead) as an earlier monitor recorded them, or (None, None)."""
     info = read_json(path, "monitor file")
-    info["MONITOR_FINISHED"] = True
+    return info.get("MONITOR_JOBS_DONE"), info.get("MONITOR_JOBS_DEAD")
+
+
+def _record(path, **values):
+    info = read_json(path, "monitor file")
+    info.update(values)
     write_json(path, info)
 
 
@@ -234,7 +249,7 @@ def monitor(aws, settings, path, cheapest=False, poll_seconds=None, live=False,
     poll_seconds = poll_seconds or s.MONITOR_TIME
     print("Monitoring run %s every %d s (Ctrl-C stops watching; run monitor again to go on)."
           % (s.APP_NAME, poll_seconds))
-    done = dead = 0
+    done = dead = None
     while True:
         check()
         url = run.queue_url()
@@ -244,15 +259,27 @@ def monitor(aws, settings, path, cheapest=False, poll_seconds=None, live=False,
         if run.poll(url, cheapest):
             dead = run.dead_letters()
             done = max(total - dead, 0)
+            record_counts(path, done, dead)
             break
         time.sleep(poll_seconds)  # the configured poll interval (MONITOR_TIME)
     status.end()
-    print("The queue is empty; cleaning up.")
+    if done is None:
+        done, dead = recorded_counts(path)
+        print("The queue is already gone (an earlier monitor removed it); finishing the "
+              "clean-up.")
+    else:
+        print("The queue is empty; cleaning up.")
     run.teardown()
     logs.export(run.logs, s.LOG_GROUP_NAME, s.AWS_BUCKET, s.APP_NAME, started * 1000)
     hours = run.machine_hours()
-    print("Run %s finished: %d job%s done, %d in the dead-letter queue, %.2f machine-hours."
-          % (s.APP_NAME, done, "" if done == 1 else "s", dead, hours))
+    print("Run %s finished: %s, %.2f machine-hours." % (s.APP_NAME, _counts(done, dead), hours))
     print(cost.estimate_line(hours, cost.lowest_spot_price(run.ec2, s.MACHINE_TYPE),
                              s.MACHINE_PRICE))
     mark_finished(path)
+
+
+def _counts(done, dead):
+    if done is None:  # a monitor file from before counts were recorded
+        return "job counts were not recorded"
+    return "%d job%s done, %d in the dead-letter queue" % (done, "" if done == 1 else "s",
+                                                          int(dead or 0))

@@ -18,20 +18,22 @@ RECREATE_TIMEOUT = 90                # SQS forbids reusing a name for 60 s after
 
 def find_url(sqs, name):
     """The queue's URL, or None if there is no such queue."""
-    try:
-        return sqs.get_queue_url(QueueName=name)["QueueUrl"]
-    except botocore.exceptions.ClientError as e:
-        if error_code(e) in ("AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"):
-            return None
-        with explain("look up queue %s" % name):
+    # explain() outside: missing credentials or no network are no ClientError
+    with explain("look up queue %s" % name):
+        try:
+            return sqs.get_queue_url(QueueName=name)["QueueUrl"]
+        except botocore.exceptions.ClientError as e:
+            if error_code(e) in ("AWS.SimpleQueueService.NonExistentQueue",
+                                 "QueueDoesNotExist"):
+                return None
             raise
 
 
-def require_url(sqs, name):
+def require_url(sqs, name, config="config.py"):
     url = find_url(sqs, name)
     if url is None:
         raise UserError("Queue %s does not exist: run `python run.py setup` first "
-                        "(or fix SQS_QUEUE_NAME in config.py)." % name)
+                        "(or fix SQS_QUEUE_NAME in %s)." % (name, config))
     return url
 
 

@@ -6,12 +6,15 @@ lacks take the defaults below.
 """
 import os
 import re
-import runpy
 import sys
 import traceback
 
 from .errors import UserError
 
+PATH_KEY = "_CONFIG_PATH"   # not a knob: where the settings were read from
+MIN_TASK_DISK_GB = 3   # per task: Docker's 2 GB slack plus at least 1 GB for the job
+APP_NAME = re.compile(r"^[A-Za-z0-9_-]+$")   # ASCII only: AWS names refuse the rest
+MAX_QUEUE_NAME = 80                         # SQS's limit
 BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 
 # name -> (type, default). A default of None means "required".
@@ -69,6 +72,11 @@ class Settings(dict):
             raise AttributeError(name)
 
     @property
+    def path(self):
+        """The config file these settings came from (--config), for messages."""
+        return self.get(PATH_KEY, "config.py")
+
+    @property
     def dead_letter_queue_name(self):
         """SQS_DEAD_LETTER_QUEUE may be a plain name or a full queue ARN."""
         return self.SQS_DEAD_LETTER_QUEUE.rsplit(":", 1)[-1]
@@ -119,15 +127,25 @@ def _run_config(path):
     if not os.path.isfile(path):
         raise UserError("%s: config file not found; copy config.py from the repository "
                         "or pass --config PATH." % path)
+    # Our own namespace rather than runpy's: when the file fails half-way, the
+    # knobs it set so far are still here to be checked.
+    raw = {"__file__": path, "__name__": "__config__"}
     try:
-        return runpy.run_path(path)
+        with open(path, "rb") as f:
+            code = compile(f.read(), path, "exec")
+        exec(code, raw)
     except SyntaxError as e:
         raise UserError("%s line %s: Python syntax error (%s); fix that line."
                         % (path, e.lineno, e.msg))
     except Exception as e:  # the user's file raised: say where
+        # `APP_NAME = 5` fails at `APP_NAME + 'Queue'`; the wrong type is the real mistake
+        for name, (kind, _default) in KNOBS.items():
+            if raw.get(name) is not None:
+                _coerce(name, kind, raw[name], path)
         line = next((f.lineno for f in reversed(traceback.extract_tb(e.__traceback__))
                      if os.path.abspath(f.filename) == os.path.abspath(path)), "?")
         raise UserError("%s line %s: %s: %s" % (path, line, type(e).__name__, e))
+    return raw
 
 
 # Knobs of the original Distributed-Something that have no job here.
@@ -158,6 +176,7 @@ def load(path="config.py"):
     for name, derive in DERIVED_DEFAULTS.items():
         values.setdefault(name, derive(values))
     _check(values, path)
+    values[PATH_KEY] = path
     return Settings(values)
 
 
@@ -166,6 +185,10 @@ def _check(s, path):
                  "SQS_MESSAGE_VISIBILITY", "JOB_RETRIES", "MONITOR_TIME", "EBS_VOL_SIZE"):
         if s[name] < 1:
             raise UserError("%s: %s must be at least 1, not %r." % (path, name, s[name]))
+    if s["EBS_VOL_SIZE"] < MIN_TASK_DISK_GB * s["TASKS_PER_MACHINE"]:
+        raise UserError("%s: EBS_VOL_SIZE %d GB is too small for %d tasks per machine; give "
+                        "each task at least %d GB." % (path, s["EBS_VOL_SIZE"],
+                                                      s["TASKS_PER_MACHINE"], MIN_TASK_DISK_GB))
     if s["MACHINE_PRICE"] <= 0:
         raise UserError("%s: MACHINE_PRICE must be above 0 (USD per machine-hour)." % path)
     if s["SECONDS_TO_START"] < 0:
@@ -176,9 +199,14 @@ def _check(s, path):
                         % path)
     if s["JOB_RETRIES"] > 1000:
         raise UserError("%s: JOB_RETRIES is at most 1000 in SQS." % path)
-    if not s["APP_NAME"].replace("-", "").replace("_", "").isalnum():
-        raise UserError("%s: APP_NAME %r may hold only letters, digits, - and _ "
+    if not APP_NAME.match(s["APP_NAME"]):
+        raise UserError("%s: APP_NAME %r may hold only ASCII letters, digits, - and _ "
                         "(it names queues, services and alarms)." % (path, s["APP_NAME"]))
+    for name, queue in (("SQS_QUEUE_NAME", s["SQS_QUEUE_NAME"]),
+                        ("SQS_DEAD_LETTER_QUEUE", s["SQS_DEAD_LETTER_QUEUE"].rsplit(":", 1)[-1])):
+        if len(queue) > MAX_QUEUE_NAME:
+            raise UserError("%s: %s %r is longer than %d characters, the SQS limit; use a "
+                            "shorter name (or APP_NAME)." % (path, name, queue, MAX_QUEUE_NAME))
     if not BUCKET_NAME.match(s["AWS_BUCKET"]) or ".." in s["AWS_BUCKET"]:
         raise UserError("%s: AWS_BUCKET %r is not a valid S3 bucket name (3-63 lower-case "
                         "letters, digits, dots and hyphens; no s3:// prefix)."

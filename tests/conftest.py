@@ -132,6 +132,14 @@ def aws_env(emulator, tmp_path, monkeypatch):
 
 
 @pytest.fixture
+def refused_url():
+    """A 127.0.0.1 port bound but never listening: every connection is refused at once."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        yield "http://127.0.0.1:%d" % s.getsockname()[1]
+
+
+@pytest.fixture
 def boto(aws_env):
     """boto3 clients against the emulator: boto('sqs')."""
     import boto3

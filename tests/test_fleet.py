@@ -68,10 +68,27 @@ def test_mismatched_machine_types_are_a_clear_error(settings):
     assert "2 LaunchSpecifications" in str(e.value) and "3" in str(e.value)
 
 
-def test_too_small_disk_is_a_clear_error(settings):
+@pytest.mark.parametrize("size, tasks, per_task", [
+    (40, 2, 18), (7, 2, 1), (3, 1, 1), (30, 4, 5), (31, 3, 8), (6, 2, 1)])
+def test_each_task_gets_its_share_rounded_down(tmp_path, size, tasks, per_task):
+    """The tasks together never claim more disk than the volume has."""
+    (tmp_path / "config.py").write_text(DS_CONFIG + "EBS_VOL_SIZE = %d\nTASKS_PER_MACHINE = %d\n"
+                                        % (size, tasks))
+    req = fleet.build_request(load(str(tmp_path / "config.py")), FLEET, "f.json")
+    script = base64.b64decode(req["LaunchSpecifications"][0]["UserData"]).decode()
+    assert "dm.basesize=%dG" % per_task in script
+    assert tasks * (per_task + 2) <= size
+
+
+@pytest.mark.parametrize("size, tasks", [(5, 2), (2, 1), (8, 3)])
+def test_too_small_disk_is_refused_when_the_config_is_read(tmp_path, size, tasks):
+    path = str(tmp_path / "other.py")
+    with open(path, "w") as f:
+        f.write(DS_CONFIG + "EBS_VOL_SIZE = %d\nTASKS_PER_MACHINE = %d\n" % (size, tasks))
     with pytest.raises(UserError) as e:
-        fleet.build_request(with_(settings, EBS_VOL_SIZE=5, TASKS_PER_MACHINE=2), FLEET, "f")
-    assert "EBS_VOL_SIZE" in str(e.value)
+        load(path)
+    assert str(e.value) == ("%s: EBS_VOL_SIZE %d GB is too small for %d tasks per machine; "
+                            "give each task at least 3 GB." % (path, size, tasks))
 
 
 @pytest.mark.parametrize("record, words", [

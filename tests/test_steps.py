@@ -188,7 +188,7 @@ def test_four_steps_and_monitor_removes_everything(project, boto):
     assert s3.get_object(Bucket="ds-test-bucket", Key="ecsconfigs/DSTest_ecs.config")
     # what run-worker.sh creates on each machine; more than one delete call's worth
     for i in range(130):
-        cw.put_metric_alarm(AlarmName="DSTest_i-%04d" % i, MetricName="CPUUtilization",
+        cw.put_metric_alarm(AlarmName="DSTest_i-%017x" % i, MetricName="CPUUtilization",
                             Namespace="AWS/EC2", Statistic="Average", Period=60,
                             EvaluationPeriods=15, Threshold=1,
                             ComparisonOperator="LessThanThreshold")
@@ -329,3 +329,40 @@ def test_monitor_finishes_a_teardown_that_stopped_midway(project, boto):
     assert not cw.list_dashboards(DashboardNamePrefix="DSTest")["DashboardEntries"]
     assert "Run DSTest finished" in result.stdout
     assert "Nothing is left" in project("monitor", monitor_file).stdout
+
+
+def test_monitor_rerun_after_the_queue_was_deleted_reports_the_recorded_counts(
+        project, boto, refused_url):
+    project.config.write_text(DS_CONFIG + "\nMONITOR_TIME = 1\n")
+    project("setup")
+    project("submitJob", "files/job.json")
+    project("startCluster", "files/fleet.json")
+    monitor_file = str(project.dir / "files" / "DSTestSpotFleetRequestId.json")
+    sqs = boto("sqs")
+    url, dlq = queue_url(sqs, "DSTestQueue"), queue_url(sqs, "DSTestDead")
+    taken = []
+    while len(taken) < 23:
+        taken += sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10,
+                                     VisibilityTimeout=600)["Messages"]
+    for m in taken[:22]:
+        sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
+    sqs.send_message(QueueUrl=dlq, MessageBody=taken[22]["Body"])  # 1 job failed every try
+    sqs.delete_message(QueueUrl=url, ReceiptHandle=taken[22]["ReceiptHandle"])
+
+    # CloudWatch Logs cannot be reached: monitor dies at the log export,
+    # after the queue is deleted
+    env = dict(project.env, AWS_ENDPOINT_URL_CLOUDWATCH_LOGS=refused_url, AWS_MAX_ATTEMPTS="2")
+    died = run_py(["--config", str(project.config), "monitor", monitor_file], env,
+                  cwd=str(project.dir))
+    assert died.returncode == 1 and "Traceback" not in died.stderr, died.stderr
+    assert "Deleted queue DSTestQueue." in died.stdout
+    assert "Run DSTest finished" not in died.stdout
+    info = json.loads(open(monitor_file).read())
+    assert (info["MONITOR_JOBS_DONE"], info["MONITOR_JOBS_DEAD"]) == (22, 1)
+
+    result = project("monitor", monitor_file)
+    assert "The queue is already gone (an earlier monitor removed it); finishing the " \
+           "clean-up." in result.stdout
+    assert "Run DSTest finished: 22 jobs done, 1 in the dead-letter queue" in result.stdout
+    assert "Exported log group DSTest " in result.stdout
+    assert json.loads(open(monitor_file).read())["MONITOR_FINISHED"] is True

@@ -42,12 +42,37 @@ def test_missing_config(user):
      ["line 3", "NameError"]),
     (DS_CONFIG.replace("DOCKERHUB_TAG = 'someone/something:1.0'\n", ""), ["DOCKERHUB_TAG",
                                                                           "missing"]),
+    # fails first at `APP_NAME + 'Queue'`; the wrong type is what to fix
+    (DS_CONFIG.replace("APP_NAME = 'DSTest'", "APP_NAME = 5"),
+     ["config.py: APP_NAME must be a text in quotes, not 5."]),
+    (DS_CONFIG.replace("APP_NAME = 'DSTest'", "APP_NAME = 'Plat\u00e91'"),
+     ["APP_NAME 'Plat\u00e91' may hold only ASCII letters, digits, - and _"]),
+    (DS_CONFIG + "SQS_QUEUE_NAME = 'Q' * 81\n",
+     ["SQS_QUEUE_NAME", "is longer than 80 characters, the SQS limit"]),
+    (DS_CONFIG + "SQS_DEAD_LETTER_QUEUE = 'arn:aws:sqs:us-east-1:123456789012:' + 'D' * 81\n",
+     ["SQS_DEAD_LETTER_QUEUE", "is longer than 80 characters"]),
 ])
 def test_bad_config(user, text, words):
     (user.dir / "config.py").write_text(text)
     line = one_line_error(user("setup"))
     for w in words:
         assert w in line, line
+
+
+def test_config_messages_name_the_file_given_with_config(user):
+    (user.dir / "other.py").write_text(DS_CONFIG + "EBS_VOL_SIZE = 5\n")
+    line = one_line_error(user("--config", "other.py", "setup"))
+    assert line == ("error: other.py: EBS_VOL_SIZE 5 GB is too small for 2 tasks per machine; "
+                    "give each task at least 3 GB.")
+    (user.dir / "other.py").write_text(DS_CONFIG.replace("ds-test-bucket", "no-such-bucket"))
+    line = one_line_error(user("--config", "other.py", "setup"))
+    assert line.endswith("fix AWS_BUCKET in other.py.")
+    (user.dir / "other.py").write_text(DS_CONFIG)
+    line = one_line_error(user("--config", "other.py", "submitJob", "files/job.json"))
+    assert "files/job.json" in line  # no job file yet
+    write_json(user.dir / "files" / "job.json", JOB)
+    line = one_line_error(user("--config", "other.py", "submitJob", "files/job.json"))
+    assert line.endswith("(or fix SQS_QUEUE_NAME in other.py).")
 
 
 def test_bucket_that_does_not_exist(user):
