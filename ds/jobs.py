@@ -13,8 +13,9 @@ import sys
 from .errors import UserError
 
 WORKER_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "worker")
-# SQS refuses a message (or a batch) larger than this many bytes.
-MAX_MESSAGE_BYTES = 262144
+# SQS refuses a message (or a batch) larger than this many bytes: 1 MiB since
+# August 2025 (256 KiB before). setup sets it on the queues, which may be older.
+MAX_MESSAGE_BYTES = 1048576
 
 
 def _worker_checks():
@@ -77,7 +78,7 @@ def load_messages(path, command=""):
                             " (or COMMAND in config.py)." % (path, i, str(e).rstrip(".")))
         text = json.dumps(body, separators=(",", ":"))
         if len(text.encode("utf-8")) > MAX_MESSAGE_BYTES:
-            raise UserError("%s: groups[%d] makes a message over SQS's 256 KiB limit; "
+            raise UserError("%s: groups[%d] makes a message over SQS's 1 MiB limit; "
                             "move large values into files in the bucket." % (path, i))
         bodies.append(text)
     return bodies

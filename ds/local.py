@@ -176,7 +176,8 @@ class Launcher(threading.Thread):
                 self.crashes = self.crashes + 1 if quick else 0
                 if self.crashes >= MAX_QUICK_EXITS:
                     raise RuntimeError("%d workers in a row exited at once; the last said: %s"
-                                       % (self.crashes, _last_line(proc.log.name)))
+                                       % (self.crashes,
+                                          _last_line(proc.log.name, self.s.APP_NAME)))
             count = min(count, len(machines) * self.s.TASKS_PER_MACHINE)
             while len(self.procs) > count:
                 self.stop_task(self.procs.pop())
@@ -285,6 +286,8 @@ def summarize(reports, submitted, wall, out_dir, n_files):
     print("  jobs submitted   %d" % submitted)
     print("  succeeded        %d" % len(ok))
     print("  failed           %d" % (submitted - len(ok)))
+    if failed:
+        print("  failed jobs      %s" % ", ".join(sorted(failed)))
     print("  wall time        %.1f s" % wall)
     if durations:
         print("  per job          min %.2f s, median %.2f s, max %.2f s"
@@ -372,10 +375,19 @@ def _run(aws, s, args, bodies, launcher, workdir, began):
     return 1 if failed else 0
 
 
-def _last_line(path):
+# Lines of run-worker.sh and the machine monitor that come with every exit;
+# the worker's own complaint (why it died) is the line before them.
+def _wrapper_line(line, app_name):
+    return any(m in line for m in ("[run-worker]", "[%s monitor " % app_name,
+                                   "instance-setup:"))
+
+
+def _last_line(path, app_name):
     with open(path, "rb") as f:
-        lines = [l for l in f.read().decode("utf-8", "replace").splitlines() if l.strip()]
-    return lines[-1].strip() if lines else "(nothing)"
+        lines = [l.strip() for l in f.read().decode("utf-8", "replace").splitlines()
+                 if l.strip()]
+    own = [l for l in lines if not _wrapper_line(l, app_name)]
+    return (own or lines or ["(nothing)"])[-1]
 
 
 def _launcher_ok(launcher):

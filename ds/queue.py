@@ -63,8 +63,11 @@ def _ensure(sqs, name, attributes, tags):
 def ensure_queues(sqs, settings):
     """Dead-letter queue, then the job queue redriving into it. Returns the job queue URL."""
     tags = {"APP_NAME": settings.APP_NAME}
+    # Queues made before SQS raised its limit keep 256 KiB unless told otherwise.
+    size = str(MAX_MESSAGE_BYTES)
     dlq_url = _ensure(sqs, settings.dead_letter_queue_name,
-                      {"MessageRetentionPeriod": str(RETENTION_SECONDS)}, tags)
+                      {"MessageRetentionPeriod": str(RETENTION_SECONDS),
+                       "MaximumMessageSize": size}, tags)
     with explain("read the dead-letter queue's ARN"):
         dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"]
                                            )["Attributes"]["QueueArn"]
@@ -74,12 +77,13 @@ def ensure_queues(sqs, settings):
         "VisibilityTimeout": str(settings.SQS_MESSAGE_VISIBILITY),
         "MessageRetentionPeriod": str(RETENTION_SECONDS),
         "ReceiveMessageWaitTimeSeconds": "20",
+        "MaximumMessageSize": size,
         "RedrivePolicy": redrive,
     }, tags)
 
 
 def batches(bodies):
-    """Split (index, body) pairs into SQS batches: at most 10 entries and 256 KiB."""
+    """Split (index, body) pairs into SQS batches: at most 10 entries and 1 MiB."""
     batch, size = [], 0
     for i, body in enumerate(bodies):
         n = len(body.encode("utf-8"))

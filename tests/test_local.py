@@ -150,6 +150,7 @@ def test_failing_job_is_reported_with_its_log(user_env, tmp_path):
     assert result.returncode == 1, result.stdout + result.stderr
     assert "succeeded        12" in result.stdout and "failed           1" in result.stdout
     assert "Job Z99 failed (2 tries)" in result.stdout
+    assert "\n  failed jobs      Z99\n" in result.stdout
     tail = result.stdout.split("Job Z99 failed")[1]
     assert "Z99.csv" in tail and "outcome FAILED" in tail  # the tool's own complaint, and the end
     check_outputs(str(tmp_path / "out"), WELLS)
@@ -215,3 +216,16 @@ def test_ctrl_c_stops_every_worker(user_env, tmp_path):
     assert proc.returncode == 130, out + err
     assert "Stopped" in err and "Traceback" not in err
     assert worker_pids("LocalCtrlC") == []
+
+
+def test_workers_that_die_at_birth_are_quoted_in_their_own_words(user_env, tmp_path):
+    config = config_with(tmp_path, APP_NAME="LocalNoCommand", COMMAND="")
+    result = subprocess.run([sys.executable, "run.py", "--config", config, "local",
+                             "--out", str(tmp_path / "out")], cwd=REPO, env=user_env,
+                            capture_output=True, text=True, timeout=240)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    lines = [l for l in result.stderr.splitlines() if l.strip()]
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: Could not start local workers: 3 workers in a row "
+                               "exited at once; the last said: worker: missing environment "
+                               "variable(s) COMMAND"), lines[0]

@@ -12,6 +12,9 @@ from ds import commands, jobs, queue
 from ds.errors import UserError
 
 
+SQS_LIMIT = 1048576   # bytes per message and per batch (1 MiB since August 2025)
+
+
 class StandInSQS:
     """Stands in for SQS at a scale the emulator cannot hold: checks and counts batches.
 
@@ -33,7 +36,7 @@ class StandInSQS:
     def send_message_batch(self, QueueUrl, Entries):
         assert 1 <= len(Entries) <= 10
         assert len({e["Id"] for e in Entries}) == len(Entries)
-        assert sum(len(e["MessageBody"].encode()) for e in Entries) <= 262144
+        assert sum(len(e["MessageBody"].encode()) for e in Entries) <= SQS_LIMIT
         ok, failed = [], []
         with self.lock:
             self.calls += 1
@@ -84,12 +87,12 @@ def test_100000_groups_each_sent_once_despite_partial_failures(tmp_path):
 
 def test_large_messages_are_packed_under_the_batch_size_limit(tmp_path):
     path = tmp_path / "fat.json"
-    write_json(path, {"groups": [{"blob": "x" * 60000, "i": i} for i in range(25)]})
+    write_json(path, {"groups": [{"blob": "x" * 250000, "i": i} for i in range(25)]})
     bodies = jobs.load_messages(str(path))
     sqs = StandInSQS()
     assert queue.send_all(sqs, "url", bodies) == []
     assert sorted(sqs.received) == sorted(bodies)
-    assert sqs.calls >= 25 * 60000 // 262144 + 1
+    assert sqs.calls >= 25 * 250000 // SQS_LIMIT + 1
 
 
 def test_unsent_groups_are_saved_for_resubmission(tmp_path):
@@ -121,3 +124,34 @@ def test_few_thousand_through_the_emulator(tmp_path, aws_env, boto):
     url = sqs.get_queue_url(QueueName="DSTestQueue")["QueueUrl"]
     assert queue.counts(sqs, url) == (2000, 0)
     assert queue.submitted(sqs, url) == 2000
+
+
+def test_a_600_kB_job_goes_through_and_one_over_1_MiB_is_refused_whole(tmp_path, aws_env, boto):
+    (tmp_path / "config.py").write_text(DS_CONFIG)
+    boto("s3").create_bucket(Bucket="ds-test-bucket")
+    sqs = boto("sqs")
+    # a queue made before SQS raised its limit: setup brings it up to 1 MiB
+    sqs.create_queue(QueueName="DSTestQueue", Attributes={"MaximumMessageSize": "262144"})
+    assert run_py(["setup"], aws_env, cwd=str(tmp_path)).returncode == 0
+    url = sqs.get_queue_url(QueueName="DSTestQueue")["QueueUrl"]
+    for name in ("DSTestQueue", "DSTestDead"):
+        attrs = sqs.get_queue_attributes(QueueUrl=sqs.get_queue_url(QueueName=name)["QueueUrl"],
+                                         AttributeNames=["MaximumMessageSize"])["Attributes"]
+        assert attrs["MaximumMessageSize"] == str(SQS_LIMIT)
+
+    blob = "x" * 600000
+    path = write_json(tmp_path / "big.json", {"groups": [{"blob": blob}, {"blob": "small"}]})
+    result = run_py(["submitJob", path], aws_env, cwd=str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    got = []
+    while len(got) < 2:
+        got += [json.loads(m["Body"])["group"]["blob"] for m in sqs.receive_message(
+            QueueUrl=url, MaxNumberOfMessages=10, VisibilityTimeout=300)["Messages"]]
+    assert sorted(got) == sorted([blob, "small"])
+
+    path = write_json(tmp_path / "huge.json", {"groups": [{"blob": "small"},
+                                                          {"blob": "x" * SQS_LIMIT}]})
+    result = run_py(["submitJob", path], aws_env, cwd=str(tmp_path))
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "groups[1] makes a message over SQS's 1 MiB limit" in result.stderr
+    assert queue.submitted(sqs, url) == 2  # nothing of the second file was sent
