@@ -39,7 +39,17 @@ def run_settings(settings, path):
     if "CLEAN_DASHBOARD" in info:
         s["CLEAN_DASHBOARD"] = to_bool(info["CLEAN_DASHBOARD"], "CLEAN_DASHBOARD", path)
     per_machine = info.get("MONITOR_JOBS_PER_MACHINE", settings.jobs_per_machine)
-    return s, info["MONITOR_FLEET_ID"], int(float(info["MONITOR_START_TIME"])), int(per_machine)
+    return (s, info["MONITOR_FLEET_ID"], _number(info, "MONITOR_START_TIME", path),
+            _number(dict(info, MONITOR_JOBS_PER_MACHINE=per_machine),
+                    "MONITOR_JOBS_PER_MACHINE", path))
+
+
+def _number(info, key, path):
+    try:
+        return int(float(info[key]))
+    except (TypeError, ValueError, OverflowError):
+        raise UserError("%s: %s must be a number, not %r; use the file startCluster wrote."
+                        % (path, key, info[key]))
 
 
 def finished(path):

@@ -4,6 +4,7 @@ A config.py written for the original Distributed-Something works unchanged:
 booleans may be True or the strings 'True'/'False' in any case, and knobs it
 lacks take the defaults below.
 """
+import math
 import os
 import re
 import sys
@@ -189,7 +190,7 @@ def _check(s, path):
         raise UserError("%s: EBS_VOL_SIZE %d GB is too small for %d tasks per machine; give "
                         "each task at least %d GB." % (path, s["EBS_VOL_SIZE"],
                                                       s["TASKS_PER_MACHINE"], MIN_TASK_DISK_GB))
-    if s["MACHINE_PRICE"] <= 0:
+    if not math.isfinite(s["MACHINE_PRICE"]) or s["MACHINE_PRICE"] <= 0:  # 'nan' too
         raise UserError("%s: MACHINE_PRICE must be above 0 (USD per machine-hour)." % path)
     if s["SECONDS_TO_START"] < 0:
         raise UserError("%s: SECONDS_TO_START cannot be negative." % path)

@@ -47,6 +47,20 @@ def test_missing_config(user):
      ["config.py: APP_NAME must be a text in quotes, not 5."]),
     (DS_CONFIG.replace("APP_NAME = 'DSTest'", "APP_NAME = 'Plat\u00e91'"),
      ["APP_NAME 'Plat\u00e91' may hold only ASCII letters, digits, - and _"]),
+    # every limit troubleshooting.md quotes
+    (DS_CONFIG + "MACHINE_TYPE = []\n",
+     ["config.py: MACHINE_TYPE must be a list of names like ['m5.xlarge'], not []."]),
+    (DS_CONFIG + "CLUSTER_MACHINES = 0\n", ["config.py: CLUSTER_MACHINES must be at least 1, "
+                                            "not 0."]),
+    (DS_CONFIG + "SECONDS_TO_START = -1\n", ["config.py: SECONDS_TO_START cannot be negative."]),
+    (DS_CONFIG + "SQS_MESSAGE_VISIBILITY = 50000\n",
+     ["config.py: SQS_MESSAGE_VISIBILITY is at most 43200 seconds (12 h) in SQS; "]),
+    (DS_CONFIG + "JOB_RETRIES = 1001\n", ["config.py: JOB_RETRIES is at most 1000 in SQS."]),
+    (DS_CONFIG + "MEMORY = 3.5\n", ["config.py: MEMORY must be a whole number, not 3.5."]),
+    (DS_CONFIG + "MACHINE_PRICE = 0\n",
+     ["config.py: MACHINE_PRICE must be above 0 (USD per machine-hour)."]),
+    (DS_CONFIG + "MACHINE_PRICE = 'nan'\n",
+     ["config.py: MACHINE_PRICE must be above 0 (USD per machine-hour)."]),
     (DS_CONFIG + "SQS_QUEUE_NAME = 'Q' * 81\n",
      ["SQS_QUEUE_NAME", "is longer than 80 characters, the SQS limit"]),
     (DS_CONFIG + "SQS_DEAD_LETTER_QUEUE = 'arn:aws:sqs:us-east-1:123456789012:' + 'D' * 81\n",
@@ -158,6 +172,14 @@ def test_monitor_file_errors(user):
     write_json(user.dir / "files" / "m.json", {"MONITOR_APP_NAME": "x"})
     line = one_line_error(user("monitor", "files/m.json"))
     assert "MONITOR_FLEET_ID" in line
+    write_json(user.dir / "files" / "m.json", {
+        "MONITOR_FLEET_ID": "sfr-1", "MONITOR_APP_NAME": "DSTest",
+        "MONITOR_ECS_CLUSTER": "dstestcluster", "MONITOR_QUEUE_NAME": "DSTestQueue",
+        "MONITOR_BUCKET_NAME": "ds-test-bucket", "MONITOR_LOG_GROUP_NAME": "DSTest",
+        "MONITOR_START_TIME": "yesterday"})
+    line = one_line_error(user("monitor", "files/m.json"))
+    assert line == ("error: files/m.json: MONITOR_START_TIME must be a number, not "
+                    "'yesterday'; use the file startCluster wrote.")
 
 
 def test_second_fleet_for_a_live_run_is_refused(user):
