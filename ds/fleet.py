@@ -135,6 +135,7 @@ def build_request(settings, fleet, path, now=None):
     config["SpotPrice"] = "%g" % settings.MACHINE_PRICE
     config.setdefault("TerminateInstancesWithExpiration", True)
     config.setdefault("Type", "maintain")
+    check_fields(config, path)
     data = user_data(settings)
     config["LaunchSpecifications"] = _launch_specs_for_types(specs, settings.MACHINE_TYPE, path,
                                                            settings.path)
@@ -148,6 +149,21 @@ def build_request(settings, fleet, path, now=None):
             {"Key": "APP_NAME", "Value": settings.APP_NAME},
             {"Key": "Name", "Value": settings.APP_NAME + "-worker"}]}])
     return config
+
+
+def check_fields(config, path):
+    """Field names and kinds as EC2's own API model has them, before anything is
+    changed on AWS (a typo found only by request_spot_fleet would leave the
+    uploaded ECS agent config behind)."""
+    import botocore.session
+    from botocore.validate import ParamValidator
+    shape = botocore.session.get_session().get_service_model("ec2").operation_model(
+        "RequestSpotFleet").input_shape
+    report = ParamValidator().validate({"SpotFleetRequestConfig": config}, shape)
+    if report.has_errors():
+        first = report.generate_report().splitlines()[0]
+        raise UserError("%s: %s." % (path, first.replace("SpotFleetRequestConfig.", "")
+                                     .replace("SpotFleetRequestConfig", "the file")))
 
 
 def request(ec2, config, path, config_path="config.py"):

@@ -142,8 +142,13 @@ def test_group_missing_a_command_placeholder(user):
     (lambda f: f.update(LaunchSpecifications=[]), ["LaunchSpecifications"]),
     (lambda f: f["LaunchSpecifications"].extend([{"ImageId": "ami-1"}] * 2),
      ["3 LaunchSpecifications", "MACHINE_TYPE", "2"]),
+    (lambda f: f["LaunchSpecifications"][0]["BlockDeviceMappings"][0].update(Ebs=None),
+     ["LaunchSpecifications[0].BlockDeviceMappings[0].Ebs", "None"]),
+    (lambda f: f["LaunchSpecifications"][0].update(NetworkInterfaces={"DeviceIndex": 0}),
+     ["LaunchSpecifications[0].NetworkInterfaces", "list"]),
+    (lambda f: f.update(TargetCapcity=3), ['"TargetCapcity"']),
 ])
-def test_bad_fleet_file(user, change, words):
+def test_bad_fleet_file(user, change, words, boto):
     user("setup")
     fleet = json.loads(json.dumps(FLEET))
     change(fleet)
@@ -152,6 +157,8 @@ def test_bad_fleet_file(user, change, words):
     assert "files/fleet.json" in line
     for w in words:
         assert w in line, line
+    # refused before anything changed on AWS: no ECS agent config left behind
+    assert not boto("s3").list_objects_v2(Bucket="ds-test-bucket").get("Contents")
 
 
 def test_start_before_setup(user):
