@@ -60,8 +60,10 @@ def main(argv=None):
     except UserError as e:
         print("error: %s" % e, file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        if args.command == "local":
+    except KeyboardInterrupt as e:
+        if str(e):  # ds.errors.Stopped: says what was done and what is left
+            print(e, file=sys.stderr)
+        elif args.command == "local":
             print("Stopped; the local run's workers and emulator are gone.", file=sys.stderr)
         else:
             print("Stopped. Run the same command again to continue.", file=sys.stderr)

@@ -8,7 +8,7 @@ import time
 import botocore.exceptions
 
 from .aws import explain
-from .errors import UserError
+from .errors import Stopped, UserError
 from . import cluster, cost, dashboard, fleet, jobs, logs, queue
 
 STARTUP_TIMEOUT = 15 * 60   # how long startCluster waits for the fleet's machines
@@ -50,7 +50,7 @@ def setup(aws, settings):
               "(documentation/worker.md).")
 
 
-def submit_job(aws, settings, path):
+def submit_job(aws, settings, path, save_on_stop=True):
     """One SQS message per group of the job file; nothing is sent if any group is bad."""
     bodies = jobs.load_messages(path, settings.COMMAND)
     sqs = aws.client("sqs")
@@ -59,8 +59,13 @@ def submit_job(aws, settings, path):
     if len(bodies) >= 1000:
         from tqdm import tqdm
         progress = tqdm(total=len(bodies), unit="job", desc="Submitting", file=sys.stderr)
+    stopped = False
     try:
         unsent = queue.send_all(sqs, url, bodies, progress)
+    except queue.Interrupted as e:  # Ctrl-C: what was sent stays sent, the rest is saved
+        if not save_on_stop:  # a local run: its emulator and queue go away anyway
+            raise KeyboardInterrupt
+        unsent, stopped = e.unsent, True
     finally:
         if progress is not None:
             progress.close()
@@ -69,6 +74,11 @@ def submit_job(aws, settings, path):
         with explain("record the number of submitted jobs on queue %s" % settings.SQS_QUEUE_NAME,
                      "The jobs are queued; only monitor's done count will be off."):
             queue.add_submitted(sqs, url, sent)
+    if stopped and unsent:
+        rest = save_unsent(path, bodies, unsent)
+        raise Stopped("Stopped: %d of %d jobs were sent; the other %d are saved in %s: submit "
+                      "that file to send them (the %d sent are not repeated)."
+                      % (sent, len(bodies), len(unsent), rest, sent))
     print("Queued %d job%s from %s on %s." % (sent, "" if sent == 1 else "s", path,
                                               settings.SQS_QUEUE_NAME))
     if unsent:

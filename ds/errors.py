@@ -7,3 +7,8 @@ is a bug in this code and keeps its traceback.
 
 class UserError(Exception):
     """A problem with the user's files, settings or AWS account, said plainly."""
+
+
+class Stopped(KeyboardInterrupt):
+    """Ctrl-C that left something to say: run.py prints the message instead of the
+    usual "run the same command again" (which would, say, queue jobs twice)."""

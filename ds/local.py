@@ -357,7 +357,7 @@ def _run(aws, s, args, bodies, launcher, workdir, began):
             n, "" if n == 1 else "s", args.data, s.AWS_BUCKET,
             os.path.basename(os.path.normpath(args.data))))
     commands.setup(aws, s)
-    submitted = commands.submit_job(aws, s, args.jobfile)
+    submitted = commands.submit_job(aws, s, args.jobfile, save_on_stop=False)
     launcher.start()
     fleet_file = os.path.join(workdir, "fleet.json")
     with open(fleet_file, "w") as f:

@@ -117,20 +117,48 @@ def _send_batch(sqs, url, batch):
     return [i for i, _ in pending.values()]
 
 
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during send_all; `unsent` holds the indices that were not sent."""
+
+    def __init__(self, unsent):
+        super().__init__()
+        self.unsent = unsent
+
+
+def _unsent(batch, future):
+    if future.cancelled():
+        return [i for i, _ in batch]
+    try:
+        return future.result()
+    except Exception:
+        return [i for i, _ in batch]
+
+
 def send_all(sqs, url, bodies, progress=None, threads=SEND_THREADS):
-    """Send every body; return the indices that could not be sent."""
-    unsent = []
-    with ThreadPoolExecutor(max_workers=threads) as pool:
-        futures = [(batch, pool.submit(_send_batch, sqs, url, batch))
-                   for batch in batches(bodies)]
+    """Send every body; return the indices that could not be sent.
+
+    On Ctrl-C the batches not yet started are cancelled, those on the wire
+    finish, and Interrupted says which bodies were not sent.
+    """
+    pool = ThreadPoolExecutor(max_workers=threads)
+    futures = []
+    try:
+        for batch in batches(bodies):  # a loop, so an interrupt here keeps what was submitted
+            futures.append((batch, pool.submit(_send_batch, sqs, url, batch)))
         for batch, future in futures:
-            try:
-                unsent.extend(future.result())
-            except Exception:
-                unsent.extend(i for i, _ in batch)
+            future.exception()  # waits for the batch; its failures are counted below
             if progress is not None:
                 progress.update(len(batch))
-    return sorted(unsent)
+    except KeyboardInterrupt:
+        for _batch, future in futures:
+            future.cancel()
+        pool.shutdown(wait=True)
+        sent_or_not = set(i for batch, _ in futures for i, _ in batch)
+        unsent = [i for batch, f in futures for i in _unsent(batch, f)]
+        unsent += [i for i in range(len(bodies)) if i not in sent_or_not]  # not yet submitted
+        raise Interrupted(sorted(unsent))
+    pool.shutdown(wait=True)
+    return sorted(i for batch, f in futures for i in _unsent(batch, f))
 
 
 def add_submitted(sqs, url, count):

@@ -155,3 +155,52 @@ def test_a_600_kB_job_goes_through_and_one_over_1_MiB_is_refused_whole(tmp_path,
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "groups[1] makes a message over SQS's 1 MiB limit" in result.stderr
     assert queue.submitted(sqs, url) == 2  # nothing of the second file was sent
+
+
+def test_ctrl_c_during_submission_sends_or_saves_each_job_exactly_once(tmp_path, aws_env, boto):
+    import glob
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from conftest import REPO
+    (tmp_path / "config.py").write_text(DS_CONFIG)
+    boto("s3").create_bucket(Bucket="ds-test-bucket")
+    n = 2000
+    path = big_job(tmp_path / "job.json", n)
+    assert run_py(["setup"], aws_env, cwd=str(tmp_path)).returncode == 0
+    sqs = boto("sqs")
+    url = sqs.get_queue_url(QueueName="DSTestQueue")["QueueUrl"]
+    proc = subprocess.Popen([sys.executable, os.path.join(REPO, "run.py"), "submitJob", path],
+                            cwd=str(tmp_path), env=aws_env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while queue.counts(sqs, url)[0] < 100 and proc.poll() is None:
+        assert time.monotonic() < deadline, "submission never started"
+        time.sleep(0.05)  # polling the queue's depth
+    proc.send_signal(signal.SIGINT)  # Ctrl-C, mid-submission
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, out + err
+    assert "Traceback" not in err
+    stopped = [l for l in err.splitlines() if l.startswith("Stopped: ")]
+    assert len(stopped) == 1, err
+    saved_files = glob.glob(str(tmp_path / "job.unsent-*.json"))
+    assert len(saved_files) == 1
+    saved = [json.dumps(g, sort_keys=True) for g in json.load(open(saved_files[0]))["groups"]]
+
+    sent = []
+    while True:
+        msgs = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, VisibilityTimeout=600,
+                                   WaitTimeSeconds=0).get("Messages", [])
+        if not msgs:
+            break
+        sent += [json.dumps(json.loads(m["Body"])["group"], sort_keys=True) for m in msgs]
+    assert stopped[0] == ("Stopped: %d of %d jobs were sent; the other %d are saved in %s: "
+                          "submit that file to send them (the %d sent are not repeated)."
+                          % (len(sent), n, len(saved), saved_files[0], len(sent)))
+    assert len(saved) > 0 and len(sent) >= 100
+    everything = [json.dumps(g, sort_keys=True)
+                  for g in json.load(open(path))["groups"]]
+    assert sorted(sent + saved) == sorted(everything)  # each job sent or saved, once
+    assert queue.submitted(sqs, url) == len(sent)
