@@ -136,8 +136,11 @@ def refuse_second_fleet(ec2, monitor_path):
                             % (old, monitor_path, monitor_path))
 
 
-def start_cluster(aws, settings, path, timeout=STARTUP_TIMEOUT, monitor_path=None):
-    """Request the spot fleet, start the workers, wait for machines."""
+def start_cluster(aws, settings, path, timeout=STARTUP_TIMEOUT, monitor_path=None, local=False):
+    """Request the spot fleet, start the workers, wait for machines.
+
+    `local`: a local run, which has no console, fleet history or next step to point to.
+    """
     config = fleet.build_request(settings, jobs.read_json(path, "fleet file"), path)
     ecs, ec2 = aws.client("ecs"), aws.client("ec2")
     monitor_path = monitor_path or fleet.monitor_file_path(settings)
@@ -164,8 +167,13 @@ def start_cluster(aws, settings, path, timeout=STARTUP_TIMEOUT, monitor_path=Non
                                                     "" if tasks == 1 else "s"))
     if settings.CREATE_DASHBOARD:
         dashboard.create(aws.client("cloudwatch"), settings)
-        print("Dashboard %s is in the CloudWatch console." % settings.APP_NAME)
-    running = fleet.wait_for_machines(ec2, fleet_id, settings.CLUSTER_MACHINES, started, timeout)
+        if not local:
+            print("Dashboard %s is in the CloudWatch console." % settings.APP_NAME)
+    running = fleet.wait_for_machines(ec2, fleet_id, settings.CLUSTER_MACHINES, started, timeout,
+                                      quiet_history=local)
+    if local:
+        print("%d machine%s running." % (running, " is" if running == 1 else "s are"))
+        return fleet_id
     print("%d machine%s running. Next: python run.py monitor %s"
           % (running, " is" if running == 1 else "s are", monitor_path))
     if settings.AUTO_MONITOR:

@@ -350,7 +350,10 @@ def run(settings, args):
 
 def _run(aws, s, args, bodies, launcher, workdir, began):
     s3 = aws.client("s3")
-    _create_bucket(s3, s.AWS_BUCKET, s.AWS_REGION)
+    locations = output_locations(bodies, s.AWS_BUCKET)
+    # jobs may write to other buckets (output "s3://other/..."): they exist on AWS, so here too
+    for bucket in sorted({s.AWS_BUCKET} | {b for b, _ in locations}):
+        _create_bucket(s3, bucket, s.AWS_REGION)
     if args.data:
         n = upload_folder(s3, s.AWS_BUCKET, args.data)
         print("Uploaded %d file%s from %s to s3://%s/%s/." % (
@@ -365,12 +368,12 @@ def _run(aws, s, args, bodies, launcher, workdir, began):
     # The monitor file lives with the run: files/ may hold a real AWS run's.
     monitor_file = os.path.join(workdir, "monitor.json")
     launcher.fleet_id = commands.start_cluster(aws, s, fleet_file, timeout=60,
-                                               monitor_path=monitor_file)
+                                               monitor_path=monitor_file, local=True)
     monitor.monitor(aws, s, monitor_file, poll_seconds=POLL_SECONDS,
                     live=sys.stdout.isatty(), check=lambda: _launcher_ok(launcher))
     launcher.stop()
     reports = job_reports(aws.client("logs"), s.LOG_GROUP_NAME)
-    n_files = download_outputs(s3, output_locations(bodies, s.AWS_BUCKET), args.out)
+    n_files = download_outputs(s3, locations, args.out)
     failed = summarize(reports, submitted, time.monotonic() - began, args.out, n_files)
     return 1 if failed else 0
 

@@ -229,3 +229,15 @@ def test_workers_that_die_at_birth_are_quoted_in_their_own_words(user_env, tmp_p
     assert lines[0].startswith("error: Could not start local workers: 3 workers in a row "
                                "exited at once; the last said: worker: missing environment "
                                "variable(s) COMMAND"), lines[0]
+
+
+def test_outputs_to_another_bucket_arrive_and_no_aws_only_lines(user_env, tmp_path):
+    job = json.load(open(os.path.join(REPO, "files", "exampleJob.json")))
+    job["groups"] = job["groups"][:2]
+    job["groups"][1]["output"] = "s3://other-lab-bucket/exampleOutput/Plate1/A02"
+    write_json(tmp_path / "job.json", job)
+    result = local([str(tmp_path / "job.json"), "--out", str(tmp_path / "out")], user_env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    check_outputs(str(tmp_path / "out"), ["A01", "A02"])
+    for aws_only in ("CloudWatch console", "Next: python run.py monitor", "event history"):
+        assert aws_only not in result.stdout
