@@ -241,3 +241,14 @@ def test_outputs_to_another_bucket_arrive_and_no_aws_only_lines(user_env, tmp_pa
     check_outputs(str(tmp_path / "out"), ["A01", "A02"])
     for aws_only in ("CloudWatch console", "Next: python run.py monitor", "event history"):
         assert aws_only not in result.stdout
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--workers", "0"], "error: --workers must be at least 1."),
+    (["--data", "no-such-folder"], "error: no-such-folder: data folder not found; pass --data "
+                                   "DIR (the folder your job file's inputs are in)."),
+])
+def test_local_option_mistakes_are_one_line(user_env, tmp_path, args, message):
+    result = local(args + ["--out", str(tmp_path / "out")], user_env)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines() == [message]
