@@ -16,7 +16,7 @@ STARTUP_TIMEOUT = 15 * 60   # how long startCluster waits for the fleet's machin
 
 def check_bucket(s3, bucket, config="config.py"):
     # explain() outside: missing credentials or no network are no ClientError
-    with explain("reach bucket %s" % bucket):
+    with explain("check bucket %s" % bucket):
         try:
             s3.head_bucket(Bucket=bucket)
         except botocore.exceptions.ClientError as e:
