@@ -36,7 +36,7 @@ SECONDS_TO_START = 0                     # seconds between starting the copies i
 SQS_QUEUE_NAME = APP_NAME + 'Queue'      # job queue
 SQS_MESSAGE_VISIBILITY = 10 * 60         # seconds a job is hidden from others; the worker renews it while it runs
 SQS_DEAD_LETTER_QUEUE = APP_NAME + 'DeadMessages'  # where jobs go after JOB_RETRIES failed tries (name or ARN)
-JOB_RETRIES = 3                          # tries per job before it goes to the dead-letter queue
+JOB_RETRIES = 3                          # failures of a job's tool before it goes to the dead-letter queue (interruptions don't count)
 
 # ---- Logs, monitoring -----------------------------------------------------
 LOG_GROUP_NAME = APP_NAME                # CloudWatch log group; one stream per job

@@ -5,6 +5,10 @@ AWS_ENDPOINT_URL (read by boto3 itself) points all of it at an emulator.
 """
 import contextlib
 import os
+import random
+import sys
+import threading
+import time
 
 import boto3
 import botocore.exceptions
@@ -13,12 +17,114 @@ from botocore.config import Config
 
 from .errors import UserError
 
-# Adaptive retries ride out throttling on big runs without our own sleeps.
-# The standard AWS_MAX_ATTEMPTS / AWS_RETRY_MODE still win when set (an
-# explicit Config would otherwise silence them).
-CLIENT_CONFIG = Config(retries={"max_attempts": int(os.environ.get("AWS_MAX_ATTEMPTS") or 10),
-                                "mode": os.environ.get("AWS_RETRY_MODE") or "adaptive"},
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                "worker"))
+import awscompat  # noqa: E402  (the worker's classifier: one rule for both sides)
+
+# botocore's "standard" mode with 5 tries rides out a blip inside one call.
+# Not "adaptive": its client-side rate limiter slows every later call of the
+# process after a throttle, and both modes share a retry quota that empties in
+# a storm and then fails calls at once. Long storms are Patience's job below,
+# with a backoff of seconds, not botocore's. The standard AWS_MAX_ATTEMPTS /
+# AWS_RETRY_MODE still win when set (an explicit Config would otherwise
+# silence them).
+CLIENT_CONFIG = Config(retries={"max_attempts": int(os.environ.get("AWS_MAX_ATTEMPTS") or 5),
+                                "mode": os.environ.get("AWS_RETRY_MODE") or "standard"},
                        max_pool_connections=32)
+COMMAND_PATIENCE = 5 * 60     # setup, submitJob, startCluster give up after this long
+FIRST_BACKOFF = 0.25          # seconds; doubles on every failure of the same call
+LONGEST_BACKOFF = 30.0
+STATUS_EVERY = 10.0           # seconds between repeats of the storm status line
+# Client methods that return helpers rather than make a call.
+_NOT_CALLS = ("get_paginator", "get_waiter", "can_paginate", "close")
+_REMOVALS = ("delete_", "deregister_", "cancel_", "remove_")
+_GONE = ("NotFound", "NonExistent", "DoesNotExist", "NoSuch")
+
+
+def _gone_after_retry(name, error, retried):
+    """A removal retried after a lost answer finds its target gone: that is done.
+
+    Teardown must not fail over its own earlier success."""
+    if not name.startswith(_REMOVALS) or not hasattr(error, "response"):
+        return False
+    retried = retried or error.response.get("ResponseMetadata", {}).get("RetryAttempts", 0)
+    return bool(retried) and any(g in error_code(error) for g in _GONE)
+
+
+class Patience:
+    """Retries a whole AWS call while its errors are transient (awscompat.transient).
+
+    `limit` is seconds (None: forever, for monitor). A connection error counts
+    as transient only once some call has reached AWS: no network or a wrong
+    endpoint on the first call ends the command at once.
+    """
+
+    def __init__(self, limit=COMMAND_PATIENCE, out=None):
+        self.limit = limit
+        self.out = out or sys.stdout
+        self.reached = False
+        self.tries = self.failed = 0
+        self.lock = threading.Lock()
+        self._last_shown = 0.0
+
+    def call(self, fn, *args, **kwargs):
+        started = time.monotonic()
+        delay = FIRST_BACKOFF
+        retried = False
+        while True:
+            with self.lock:
+                self.tries += 1
+            try:
+                result = fn(*args, **kwargs)
+            except Exception as e:
+                if _gone_after_retry(getattr(fn, "__name__", ""), e, retried):
+                    return {}
+                if not awscompat.transient(e, connected=self.reached):
+                    raise
+                if self.limit is not None and time.monotonic() - started > self.limit:
+                    raise
+                self._note(e)
+                time.sleep(delay * random.uniform(0.5, 1))  # backoff while AWS fails calls
+                delay = min(delay * 2, LONGEST_BACKOFF)
+                retried = True
+                continue
+            self.reached = True
+            return result
+
+    def _note(self, error):
+        with self.lock:
+            self.failed += 1
+            now = time.monotonic()
+            if now - self._last_shown < STATUS_EVERY:
+                return
+            self._last_shown = now
+        last = str(error).splitlines()[0][:120] if str(error) else type(error).__name__
+        print("AWS is failing calls: %d of %d tries failed so far (last: %s)"
+              % (self.failed, self.tries, last), file=self.out, flush=True)
+
+
+class PatientClient:
+    """A boto3 client whose every call goes through Patience; lists are read whole."""
+
+    def __init__(self, client, patience):
+        self._client, self._patience = client, patience
+
+    def __getattr__(self, name):
+        attr = getattr(self._client, name)
+        if name.startswith("_") or name in _NOT_CALLS or not callable(attr):
+            if name == "get_paginator":
+                return lambda op: _PatientPaginator(attr(op), self._patience)
+            return attr
+        return lambda *a, **kw: self._patience.call(attr, *a, **kw)
+
+
+class _PatientPaginator:
+    def __init__(self, paginator, patience):
+        self._paginator, self._patience = paginator, patience
+
+    def paginate(self, **kwargs):
+        # A list is read again from its start if a page fails: lists are reads.
+        return self._patience.call(lambda: list(self._paginator.paginate(**kwargs)))
 
 
 class Session:
@@ -36,11 +142,17 @@ class Session:
             profile = None  # DS configs say 'default'; env credentials may stand in
         self._boto = boto3.session.Session(profile_name=profile, region_name=self.region)
         self._clients = {}
+        self.patience = Patience()
 
     def client(self, service):
         if service not in self._clients:
-            self._clients[service] = self._boto.client(service, config=CLIENT_CONFIG)
+            self._clients[service] = PatientClient(
+                self._boto.client(service, config=CLIENT_CONFIG), self.patience)
         return self._clients[service]
+
+    def wait_forever(self):
+        """From now on, transient errors never end the command (monitor)."""
+        self.patience.limit = None
 
 
 def error_code(exc):

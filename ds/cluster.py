@@ -16,8 +16,11 @@ def service_name(settings):
     return settings.APP_NAME + "Service"
 
 
-def worker_environment(settings, queue_url):
-    """What the worker reads: names of the resources and the job settings."""
+def worker_environment(settings, queue_url, run=None):
+    """What the worker reads: names of the resources and the job settings.
+
+    `run` adds the run's records: {"RUN_ID": ..., "SQS_DEAD_LETTER_QUEUE_URL": ...}.
+    """
     env = {
         "APP_NAME": settings.APP_NAME,
         "SQS_QUEUE_URL": queue_url,
@@ -33,7 +36,9 @@ def worker_environment(settings, queue_url):
         "MIN_FILE_SIZE_BYTES": settings.MIN_FILE_SIZE_BYTES,
         "NECESSARY_STRING": settings.NECESSARY_STRING,
         "COMMAND": settings.COMMAND,
+        "JOB_RETRIES": settings.JOB_RETRIES,
     }
+    env.update(run or {})
     return [{"name": k, "value": str(v)} for k, v in env.items()]
 
 
@@ -52,7 +57,7 @@ def ensure_cluster(ecs, settings):
     return True
 
 
-def register_task_definition(ecs, settings, queue_url):
+def register_task_definition(ecs, settings, queue_url, run=None):
     """Register a new revision of APP_NAME + 'Task'; return its ARN."""
     container = {
         "name": settings.APP_NAME,
@@ -60,7 +65,7 @@ def register_task_definition(ecs, settings, queue_url):
         "cpu": settings.CPU_SHARES,
         "memory": settings.MEMORY,
         "essential": True,
-        "environment": worker_environment(settings, queue_url),
+        "environment": worker_environment(settings, queue_url, run),
         "logConfiguration": {"logDriver": "awslogs", "options": {
             "awslogs-group": settings.LOG_GROUP_NAME,
             "awslogs-region": settings.AWS_REGION,

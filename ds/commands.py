@@ -33,13 +33,14 @@ def check_bucket(s3, bucket, config="config.py"):
 def setup(aws, settings):
     """Queues, ECS cluster, task definition and service (desired count 0)."""
     check_bucket(aws.client("s3"), settings.AWS_BUCKET, settings.path)
-    url = queue.ensure_queues(aws.client("sqs"), settings)
+    url, dlq_url, run_id = queue.ensure_queues(aws.client("sqs"), settings)
     print("Queue %s is ready (dead-letter queue %s after %d tries)."
           % (settings.SQS_QUEUE_NAME, settings.dead_letter_queue_name, settings.JOB_RETRIES))
     ecs = aws.client("ecs")
     if cluster.ensure_cluster(ecs, settings):
         print("Created ECS cluster %s." % settings.ECS_CLUSTER)
-    arn = cluster.register_task_definition(ecs, settings, url)
+    arn = cluster.register_task_definition(ecs, settings, url, {
+        "RUN_ID": run_id, "SQS_DEAD_LETTER_QUEUE_URL": dlq_url})
     print("Registered task definition %s." % arn.rsplit("/", 1)[-1])
     cluster.ensure_service(ecs, settings, arn)
     print("Service %s is ready with 0 workers; submitJob and startCluster come next."
@@ -92,7 +93,7 @@ def submit_job(aws, settings, path, save_on_stop=True):
 def save_unsent(path, bodies, unsent):
     """Write the groups that were not sent as a job file of their own."""
     first = json.loads(bodies[unsent[0]])
-    shared = {k: v for k, v in first.items() if k != "group"}
+    shared = {k: v for k, v in first.items() if k not in ("group", "job_key")}
     shared["groups"] = [json.loads(bodies[i])["group"] for i in unsent]
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     out = "%s.unsent-%s.json" % (os.path.splitext(path)[0], stamp)
@@ -114,22 +115,30 @@ def write_monitor_file(settings, fleet_id, path):
         "MONITOR_JOBS_PER_MACHINE": settings.jobs_per_machine,
         "CLEAN_DASHBOARD": settings.CLEAN_DASHBOARD,
         "MONITOR_FINISHED": False,
+        "MONITOR_STARTUP_DONE": False,  # set once the workers are asked for
     }
     jobs.write_json(path, info)  # a half-written monitor file would strand the run
 
 
 def refuse_second_fleet(ec2, monitor_path):
-    """Two fleets for one run would bill twice and leave one unknown to monitor."""
+    """Two fleets for one run would bill twice and leave one unknown to monitor.
+
+    Returns the fleet id of a start that was cut short (AWS kept failing, or
+    Ctrl-C), so a rerun finishes that start instead of requesting another.
+    """
     if not os.path.isfile(monitor_path):
-        return
+        return None
     try:
         with open(monitor_path) as f:
-            old = json.load(f).get("MONITOR_FLEET_ID")
+            info = json.load(f)
+        old = info.get("MONITOR_FLEET_ID")
     except (ValueError, OSError, AttributeError):
-        return
+        return None
     if old:
         with explain("look up spot fleet %s" % old):
             running = fleet.describe(ec2, old)
+        if running and info.get("MONITOR_STARTUP_DONE") is False:
+            return old
         if running:
             raise UserError("Spot fleet %s of this run is still active (%s): run `python run.py "
                             "monitor %s`, or cancel that fleet, before starting another."
@@ -144,7 +153,7 @@ def start_cluster(aws, settings, path, timeout=STARTUP_TIMEOUT, monitor_path=Non
     config = fleet.build_request(settings, jobs.read_json(path, "fleet file"), path)
     ecs, ec2 = aws.client("ecs"), aws.client("ec2")
     monitor_path = monitor_path or fleet.monitor_file_path(settings)
-    refuse_second_fleet(ec2, monitor_path)
+    unfinished = refuse_second_fleet(ec2, monitor_path)
     if not cluster.describe_service(ecs, settings):
         raise UserError("Service %s does not exist: run `python run.py setup` first."
                         % cluster.service_name(settings))
@@ -155,11 +164,15 @@ def start_cluster(aws, settings, path, timeout=STARTUP_TIMEOUT, monitor_path=Non
                       Body=fleet.ecs_config(settings).encode())
     print(cost.ceiling_line(settings))
     started = datetime.datetime.now(datetime.timezone.utc)
-    fleet_id = fleet.request(ec2, config, path, settings.path)
-    write_monitor_file(settings, fleet_id, monitor_path)
-    print("Requested %d machine%s (%s) as spot fleet %s." % (
-        settings.CLUSTER_MACHINES, "" if settings.CLUSTER_MACHINES == 1 else "s",
-        ", ".join(settings.MACHINE_TYPE), fleet_id))
+    if unfinished:
+        fleet_id = unfinished
+        print("Finishing the start of spot fleet %s." % fleet_id)
+    else:
+        fleet_id = fleet.request(ec2, config, path, settings.path)
+        write_monitor_file(settings, fleet_id, monitor_path)
+        print("Requested %d machine%s (%s) as spot fleet %s." % (
+            settings.CLUSTER_MACHINES, "" if settings.CLUSTER_MACHINES == 1 else "s",
+            ", ".join(settings.MACHINE_TYPE), fleet_id))
     logs.ensure_groups(aws.client("logs"), settings)
     tasks = settings.CLUSTER_MACHINES * settings.TASKS_PER_MACHINE
     cluster.set_desired_count(ecs, settings, tasks)
@@ -169,6 +182,9 @@ def start_cluster(aws, settings, path, timeout=STARTUP_TIMEOUT, monitor_path=Non
         dashboard.create(aws.client("cloudwatch"), settings)
         if not local:
             print("Dashboard %s is in the CloudWatch console." % settings.APP_NAME)
+    info = jobs.read_json(monitor_path, "monitor file")
+    info["MONITOR_STARTUP_DONE"] = True  # from here on a rerun must not touch this fleet
+    jobs.write_json(monitor_path, info)
     running = fleet.wait_for_machines(ec2, fleet_id, settings.CLUSTER_MACHINES, started, timeout,
                                       quiet_history=local)
     if local:

@@ -3,6 +3,7 @@ import base64
 import copy
 import datetime
 import math
+import uuid
 
 import botocore.exceptions
 
@@ -169,6 +170,9 @@ def check_fields(config, path):
 def request(ec2, config, path, config_path="config.py"):
     with explain("start the spot fleet", "Fix %s (or MACHINE_TYPE / MACHINE_PRICE in "
                  "%s) and run startCluster again." % (path, config_path)):
+        # One token per startCluster: a request repeated after a lost answer
+        # gets the same fleet back instead of a second, billing one.
+        config = dict(config, ClientToken=config.get("ClientToken") or uuid.uuid4().hex)
         return ec2.request_spot_fleet(SpotFleetRequestConfig=config)["SpotFleetRequestId"]
 
 
@@ -262,8 +266,15 @@ def cancel(ec2, fleet_id):
     """Cancel the request and terminate its machines. Returns whether it existed."""
     if not describe(ec2, fleet_id):
         return False
-    with explain("cancel spot fleet %s" % fleet_id):
-        ec2.cancel_spot_fleet_requests(SpotFleetRequestIds=[fleet_id], TerminateInstances=True)
+    try:
+        with explain("cancel spot fleet %s" % fleet_id):
+            ec2.cancel_spot_fleet_requests(SpotFleetRequestIds=[fleet_id],
+                                           TerminateInstances=True)
+    except UserError:
+        # A cancel whose answer was lost is retried and may find the request
+        # gone (the emulator then fails the call outright): that is done.
+        if describe(ec2, fleet_id):
+            raise
     return True
 
 

@@ -2,7 +2,8 @@
 
 The format is Distributed-Something's: top-level keys are shared by all jobs,
 `groups` is a list of objects (one job each), and any key containing
-`_comment` is dropped. A message is the shared keys plus `"group": {...}`.
+`_comment` is dropped. A message is the shared keys plus `"group": {...}`
+plus `"job_key"`, a hash of the rest (ds/records.py).
 The whole file is checked before anything is sent, so a bad group never
 leaves a half-submitted run.
 """
@@ -11,6 +12,7 @@ import os
 import sys
 
 from .errors import UserError
+from . import records
 
 WORKER_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "worker")
 # SQS refuses a message (or a batch) larger than this many bytes: 1 MiB since
@@ -76,6 +78,9 @@ def load_messages(path, command=""):
         except dsjob.JobError as e:
             raise UserError("%s: groups[%d]: %s; fix the group or the top of the file"
                             " (or COMMAND in config.py)." % (path, i, str(e).rstrip(".")))
+        # Fixed here, at submit: a second delivery of this job, or the same
+        # file submitted again, carries the same key and is not run twice.
+        body[records.KEY_FIELD] = records.job_key(body)
         text = json.dumps(body, separators=(",", ":"))
         if len(text.encode("utf-8")) > MAX_MESSAGE_BYTES:
             raise UserError("%s: groups[%d] makes a message over SQS's 1 MiB limit; "

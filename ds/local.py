@@ -24,7 +24,7 @@ import time
 
 from .aws import Session
 from .errors import UserError
-from . import cluster, commands, fleet, jobs, monitor
+from . import cluster, commands, fleet, jobs, monitor, queue, records
 from .settings import Settings
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -275,17 +275,25 @@ def job_reports(logs, group):
         " START " in " %s " % line for line in v["lines"])}
 
 
-def summarize(reports, submitted, wall, out_dir, n_files):
+def summarize(reports, submitted, succeeded, wall, out_dir, n_files):
+    """Print the summary; return the number of jobs not done.
+
+    `succeeded` counts the done records: the logs may have lost a line in an
+    AWS storm, the records cannot (the worker writes them before the delete).
+    None (an image with its own worker writes no records): count the logs.
+    """
     ok = {k: r for k, r in reports.items() if r["ends"] and r["ends"][-1]["outcome"] in
-          ("SUCCESS", "SKIPPED-already-done")}
-    failed = {k: r for k, r in reports.items() if k not in ok}
+          ("SUCCESS", "SKIPPED-already-done", "SKIPPED-duplicate")}
+    if succeeded is None:
+        succeeded = len(ok)
+    failed = {k: r for k, r in reports.items() if k not in ok} if succeeded < submitted else {}
     durations = sorted(float(e["duration"].rstrip("s")) for r in ok.values()
                        for e in r["ends"][-1:] if "duration" in e)
     print()
     print("Summary of the local run")
     print("  jobs submitted   %d" % submitted)
-    print("  succeeded        %d" % len(ok))
-    print("  failed           %d" % (submitted - len(ok)))
+    print("  succeeded        %d" % succeeded)
+    print("  failed           %d" % (submitted - succeeded))
     if failed:
         print("  failed jobs      %s" % ", ".join(sorted(failed)))
     print("  wall time        %.1f s" % wall)
@@ -302,7 +310,7 @@ def summarize(reports, submitted, wall, out_dir, n_files):
     if len(failed) > len(shown):
         print("\n...and %d more failed jobs; their logs are in the worker logs' CloudWatch "
               "streams (exported to the bucket's exportedlogs/ folder)." % (len(failed) - len(shown)))
-    return submitted - len(ok)
+    return submitted - succeeded
 
 
 def container_engine():
@@ -360,7 +368,10 @@ def _run(aws, s, args, bodies, launcher, workdir, began):
             n, "" if n == 1 else "s", args.data, s.AWS_BUCKET,
             os.path.basename(os.path.normpath(args.data))))
     commands.setup(aws, s)
-    submitted = commands.submit_job(aws, s, args.jobfile, save_on_stop=False)
+    commands.submit_job(aws, s, args.jobfile, save_on_stop=False)
+    keys = {json.loads(b)[records.KEY_FIELD] for b in bodies}
+    run_id = records.run_id(aws.client("sqs"), queue.require_url(aws.client("sqs"),
+                                                                  s.SQS_QUEUE_NAME))
     launcher.start()
     fleet_file = os.path.join(workdir, "fleet.json")
     with open(fleet_file, "w") as f:
@@ -374,7 +385,9 @@ def _run(aws, s, args, bodies, launcher, workdir, began):
     launcher.stop()
     reports = job_reports(aws.client("logs"), s.LOG_GROUP_NAME)
     n_files = download_outputs(s3, locations, args.out)
-    failed = summarize(reports, submitted, time.monotonic() - began, args.out, n_files)
+    done = len(records.done_keys(s3, s.AWS_BUCKET, s.APP_NAME, run_id) & keys)
+    failed = summarize(reports, len(keys), done if s.COMMAND else None,
+                       time.monotonic() - began, args.out, n_files)
     return 1 if failed else 0
 
 

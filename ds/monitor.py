@@ -92,6 +92,19 @@ class Run:
         self.s3 = aws.client("s3")
         self.machines = set()      # every instance seen, for machine-hours
         self.scalein = scalein.ScaleIn(self.ec2, self.s3, settings, fleet_id, per_machine)
+        self.total = 0             # jobs submitted, as of the last look
+        self.cheapest = False
+        self.queue_gone = False    # the last step found no queue
+
+    def step(self):
+        """One look at the run and what follows from it (scale down, forget gone
+        machines). True once the queue is empty or gone: time to tear down.
+        Safe to call from any loop, any number of times."""
+        url = self.queue_url()
+        self.queue_gone = url is None
+        if url is None:
+            return True
+        return self.poll(url, self.cheapest)
 
     def queue_url(self):
         return queue.find_url(self.sqs, self.s.SQS_QUEUE_NAME)
@@ -128,7 +141,7 @@ class Run:
         with explain("read the state of run %s" % self.s.APP_NAME):
             visible, in_flight = queue.counts(self.sqs, url)
             dead = self.dead_letters()
-            total = queue.submitted(self.sqs, url)
+            total = self.total = queue.submitted(self.sqs, url)
             running = self.running_machines()
         done = max(total - visible - in_flight - dead, 0)
         self.show("%d queued, %d running, %d done, %d failed (dead-letter queue); %d machine%s"
@@ -251,7 +264,11 @@ def monitor(aws, settings, path, cheapest=False, poll_seconds=None, live=False,
     """
     s, fleet_id, started, per_machine = run_settings(settings, path)
     status = StatusLine(live)
+    # A monitor never abandons a run over throttling or 5xx errors: it waits
+    # them out (one status line says so); only errors no retry heals end it.
+    aws.wait_forever()
     run = Run(aws, s, fleet_id, started, per_machine, status)
+    run.cheapest = cheapest
     done_before = finished(path)
     if done_before or (done_before is None and not run.anything_left()):
         print("Nothing is left of run %s: it was already cleaned up." % s.APP_NAME)
@@ -262,14 +279,11 @@ def monitor(aws, settings, path, cheapest=False, poll_seconds=None, live=False,
     done = dead = None
     while True:
         check()
-        url = run.queue_url()
-        if url is None:
-            break
-        total = queue.submitted(run.sqs, url)
-        if run.poll(url, cheapest):
-            dead = run.dead_letters()
-            done = max(total - dead, 0)
-            record_counts(path, done, dead)
+        if run.step():
+            if not run.queue_gone:
+                dead = run.dead_letters()
+                done = max(run.total - dead, 0)
+                record_counts(path, done, dead)
             break
         time.sleep(poll_seconds)  # the configured poll interval (MONITOR_TIME)
     status.end()

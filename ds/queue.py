@@ -8,12 +8,14 @@ from concurrent.futures import ThreadPoolExecutor
 from .aws import error_code, explain
 from .errors import UserError
 from .jobs import MAX_MESSAGE_BYTES
+from . import records
 
 RETENTION_SECONDS = 14 * 24 * 3600   # SQS's maximum: a paused run loses nothing
 SUBMITTED_TAG = "submitted"          # running total of jobs sent, read by monitor
 SEND_THREADS = 8
 SEND_ROUNDS = 6                      # tries for entries SQS reports as failed
 RECREATE_TIMEOUT = 90                # SQS forbids reusing a name for 60 s after deletion
+BACKSTOP_MIN, BACKSTOP_MAX = 100, 1000  # SQS's redrive limit when our worker counts failures
 
 
 def find_url(sqs, name):
@@ -60,8 +62,23 @@ def _ensure(sqs, name, attributes, tags):
             wait = min(wait * 2, 15)
 
 
+def redrive_limit(settings):
+    """SQS's maxReceiveCount. Every receive counts there, interruptions too, so
+    our worker counts only its tool's failures itself (JOB_RETRIES) and SQS's
+    limit is a high backstop. An image with its own worker (no COMMAND) has
+    only SQS's count, so it keeps JOB_RETRIES."""
+    if not settings.COMMAND:
+        return settings.JOB_RETRIES
+    return min(max(BACKSTOP_MIN, 10 * settings.JOB_RETRIES), BACKSTOP_MAX)
+
+
 def ensure_queues(sqs, settings):
-    """Dead-letter queue, then the job queue redriving into it. Returns the job queue URL."""
+    """Dead-letter queue, then the job queue redriving into it.
+
+    Returns (job queue URL, dead-letter queue URL, run id). A new job queue
+    gets a new run id; an existing one keeps its own, so rerunning setup
+    during a run changes nothing the workers rely on.
+    """
     tags = {"APP_NAME": settings.APP_NAME}
     # Queues made before SQS raised its limit keep 256 KiB unless told otherwise.
     size = str(MAX_MESSAGE_BYTES)
@@ -72,14 +89,20 @@ def ensure_queues(sqs, settings):
         dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"]
                                            )["Attributes"]["QueueArn"]
     redrive = json.dumps({"deadLetterTargetArn": dlq_arn,
-                          "maxReceiveCount": str(settings.JOB_RETRIES)})
-    return _ensure(sqs, settings.SQS_QUEUE_NAME, {
+                          "maxReceiveCount": str(redrive_limit(settings))})
+    url = _ensure(sqs, settings.SQS_QUEUE_NAME, {
         "VisibilityTimeout": str(settings.SQS_MESSAGE_VISIBILITY),
         "MessageRetentionPeriod": str(RETENTION_SECONDS),
         "ReceiveMessageWaitTimeSeconds": "20",
         "MaximumMessageSize": size,
         "RedrivePolicy": redrive,
-    }, tags)
+    }, dict(tags, **{records.RUN_ID_TAG: records.new_run_id()}))
+    with explain("read the run id of queue %s" % settings.SQS_QUEUE_NAME):
+        run_id = records.run_id(sqs, url)
+        if not run_id:  # a queue made before run ids existed
+            run_id = records.new_run_id()
+            sqs.tag_queue(QueueUrl=url, Tags={records.RUN_ID_TAG: run_id})
+    return url, dlq_url, run_id
 
 
 def batches(bodies):
@@ -184,7 +207,12 @@ def counts(sqs, url):
 def delete(sqs, name):
     url = find_url(sqs, name)
     if url:
-        with explain("delete queue %s" % name):
-            sqs.delete_queue(QueueUrl=url)
+        try:
+            with explain("delete queue %s" % name):
+                sqs.delete_queue(QueueUrl=url)
+        except UserError:
+            # A delete whose answer was lost is retried and finds the queue gone.
+            if find_url(sqs, name):
+                raise
         return True
     return False

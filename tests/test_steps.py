@@ -157,7 +157,7 @@ def test_submit_sends_one_message_per_group(project, boto):
     for b in bodies:
         assert b["pipeline"] == "analysis.cppipe" and b["output"] == "out"
         assert "_comment1" not in b and "well_comment" not in b["group"]
-        assert set(b) == {"pipeline", "output", "group"}
+        assert set(b) == {"pipeline", "output", "group", "job_key"}
 
 
 def test_four_steps_and_monitor_removes_everything(project, boto):

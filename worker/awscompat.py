@@ -23,11 +23,60 @@ def _version(text):
 READS_ENDPOINT_ENV = _version(botocore.__version__) >= (1, 31)
 
 
+def _retry_config():
+    # botocore's "standard" retries (5 tries per call) where it has them
+    # (1.15+); our own loops wait out longer storms. Why not "adaptive":
+    # see ds/aws.py, which makes the same choice for the control plane.
+    if _version(botocore.__version__) < (1, 15):
+        return None
+    from botocore.config import Config
+    return Config(retries={"max_attempts": 5, "mode": "standard"})
+
+
 def client(session, service):
     kwargs = {}
+    config = _retry_config()
+    if config is not None:
+        kwargs["config"] = config
     if not READS_ENDPOINT_ENV:
         url = (os.environ.get("AWS_ENDPOINT_URL_" + service.upper())
                or os.environ.get("AWS_ENDPOINT_URL"))
         if url:
             kwargs["endpoint_url"] = url
     return session.client(service, **kwargs)
+
+
+# Error codes AWS uses for "slow down" and "try again": they pass by themselves.
+_TRANSIENT_CODES = frozenset([
+    "Throttling", "ThrottlingException", "ThrottledException", "RequestThrottled",
+    "RequestThrottledException", "TooManyRequestsException", "SlowDown",
+    "RequestLimitExceeded", "ProvisionedThroughputExceededException",
+    "RequestTimeout", "RequestTimeoutException", "PriorRequestNotComplete",
+    "InternalError", "InternalFailure", "ServiceUnavailable", "ServiceUnavailableException",
+    "InternalServerError", "KMS.ThrottlingException",
+])
+
+
+def transient(error, connected=True):
+    """True for an AWS error that passes by itself: throttling, 5xx, timeouts,
+    dropped connections. Access denied, bad requests and missing resources are
+    not. `connected=False` (nothing has reached AWS yet) makes connection
+    errors permanent: a wrong endpoint or no network does not heal by waiting.
+    The worker and the control plane both decide with this one function."""
+    from botocore import exceptions as bx
+    response = getattr(error, "response", None)
+    if isinstance(error, bx.ClientError) and response:
+        code = response.get("Error", {}).get("Code", "")
+        status = response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
+        if code in _TRANSIENT_CODES or str(code) in ("500", "502", "503", "504"):
+            return True
+        return status >= 500
+    if isinstance(error, (bx.ReadTimeoutError, bx.ConnectTimeoutError)):
+        return connected
+    if isinstance(error, bx.ConnectionError):  # includes EndpointConnectionError
+        return connected
+    # An answer botocore cannot parse is not retried: the emulator answers
+    # calls it lacks (spot fleet history) that way, and waiting never helps.
+    # boto3's transfers (upload_file, download_file) wrap the AWS error.
+    cause = getattr(error, "__cause__", None) or getattr(error, "__context__", None)
+    return cause is not None and cause is not error and transient(cause, connected)

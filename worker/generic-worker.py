@@ -1,10 +1,12 @@
 """The Distributed-Something worker: SQS job in, tool run, S3 outputs out.
 
 One process handles one job at a time:
-  receive (long poll) -> heartbeat keeps the message invisible -> check if
-  already done -> download inputs -> run COMMAND -> upload outputs ->
-  delete (success) | make visible again (failure; SQS's redrive policy moves
-  it to the dead-letter queue after JOB_RETRIES receives).
+  receive (long poll) -> heartbeat keeps the message invisible -> skip it if
+  its job key is already done in this run -> download inputs -> run COMMAND
+  -> upload outputs -> done record -> delete (success) | count the tool's
+  failure and make it visible again, or move it to the dead-letter queue
+  after JOB_RETRIES failures. Interruptions and AWS trouble release the job
+  without counting a failure (ds/records.py has the record layout).
 
 Configuration comes only from the environment (the ECS task definition);
 see documentation/worker.md. Source compatible with Python 2.7 and 3.9+.
@@ -42,6 +44,10 @@ LONG_POLL_SECONDS = 20
 TOOL_TERM_GRACE = 1.5
 UPLOAD_ATTEMPTS = 5
 MAX_BACKOFF = 60.0
+# A job released over AWS trouble comes back after this long, not at once:
+# retrying at once in a storm only adds to it.
+AWS_TROUBLE_DELAY = 10
+RECORDS = "ds-records"  # the layout is ds/records.py's; keep them in step
 
 LOG = logging.getLogger("ds.worker")
 
@@ -79,6 +85,9 @@ class Settings(object):
         # The machine this worker runs on (run-worker.sh asks EC2; local
         # runs name an emulated machine); tags the busy records.
         self.instance_id = env.get("INSTANCE_ID", "").strip()
+        self.run_id = env.get("RUN_ID", "")
+        self.job_retries = max(1, _int_env("JOB_RETRIES", 3))
+        self.dead_letter_url = env.get("SQS_DEAD_LETTER_QUEUE_URL", "")
         missing = [n for n, v in (("SQS_QUEUE_URL", self.queue_url),
                                   ("COMMAND", self.command)) if not v]
         if missing:
@@ -100,6 +109,7 @@ class Job(object):
         self.attempt = message.get("Attributes", {}).get(
             "ApproximateReceiveCount", "?")
         self.name = "unnamed"
+        self.key = None  # the job key, when the message has one and RUN_ID is set
         self.proc = None
         self.finished = threading.Event()  # set once the message is settled
         self.lock = threading.Lock()       # serializes settle vs. release
@@ -247,6 +257,10 @@ class Worker(object):
             except dsjob.JobError as e:
                 parsed = None
                 error = e
+            if parsed is not None and self.s.run_id and self.s.bucket:
+                key = parsed.get("job_key")
+                job.key = (key if isinstance(key, dsjob._STRING_TYPES)
+                           and key.isalnum() else None)
             stdout.setFormatter(logging.Formatter(
                 "%(asctime)s " + self.tag + " " + job.name + ": %(message)s"))
             cw = self._job_handler(job.name)
@@ -262,26 +276,21 @@ class Worker(object):
             outcome = "INTERRUPTED"
         except dsjob.JobError as e:
             log.error("job error: %s", e)
-        except Exception as e:  # a bug or AWS trouble: retry via SQS
-            log.exception("unexpected error: %s", e)
+        except Exception as e:  # a bug, or AWS trouble (not the tool's fault)
+            if awscompat.transient(e):
+                log.warning("AWS trouble, released for a later try (no try "
+                            "spent): %s", e)
+                outcome = "RELEASED"
+            else:
+                log.exception("unexpected error: %s", e)
         finally:
             done.set()
             beat.join()
             with job.lock:
                 if job.finished.is_set():
                     outcome = "INTERRUPTED"  # released by the signal handler
-                elif outcome in ("SUCCESS", "SKIPPED-already-done"):
-                    try:
-                        self.sqs.delete_message(QueueUrl=self.s.queue_url,
-                                                ReceiptHandle=job.receipt)
-                    except (ClientError, BotoCoreError) as e:
-                        # The outputs are safe in S3; a rerun would find them
-                        # (check-if-done) or overwrite them with equal ones.
-                        log.warning("delete_message failed: %s", e)
                 else:
-                    # Visible again at once: another attempt starts promptly
-                    # and the redrive policy counts this receive.
-                    self._set_visibility(job.receipt, 0)
+                    outcome = self._settle(job, outcome, log)
                 job.finished.set()
             self.busy.clear()
             total = monotonic() - received  # receive-to-delete, for overhead
@@ -295,6 +304,93 @@ class Worker(object):
                     h.close()
             self.job = None
 
+    def _settle(self, job, outcome, log):
+        """Delete, release or dead-letter the message; return the outcome."""
+        if outcome in ("SUCCESS", "SKIPPED-already-done", "SKIPPED-duplicate"):
+            try:
+                self.sqs.delete_message(QueueUrl=self.s.queue_url,
+                                        ReceiptHandle=job.receipt)
+            except (ClientError, BotoCoreError) as e:
+                # The done record is written: a second delivery is skipped.
+                log.warning("delete_message failed: %s", e)
+        elif outcome == "RELEASED":
+            self._set_visibility(job.receipt, AWS_TROUBLE_DELAY)
+        elif outcome == "INTERRUPTED" or job.key is None:
+            # Interrupted (SIGTERM): back at once, no try spent. No job key
+            # (an old message): SQS's redrive count decides.
+            self._set_visibility(job.receipt, 0)
+        elif outcome == "GIVE-UP":
+            self._dead_letter(job, log)
+            return "FAILED"
+        else:
+            return self._count_failure(job, log)
+        return outcome
+
+    def _record(self, kind, key):
+        return "%s/%s/%s/%s/%s" % (RECORDS, self.s.app_name, self.s.run_id,
+                                   kind, key)
+
+    def _read_record(self, kind, key):
+        """The record's text, or None if there is none."""
+        try:
+            body = self.s3.get_object(Bucket=self.s.bucket,
+                                      Key=self._record(kind, key))["Body"]
+            return body.read().decode("utf-8", "replace")
+        except ClientError as e:
+            if e.response.get("Error", {}).get("Code") in (
+                    "404", "NoSuchKey", "NotFound"):
+                return None
+            raise
+
+    def _is_done(self, job):
+        try:
+            self.s3.head_object(Bucket=self.s.bucket,
+                                Key=self._record("done", job.key))
+            return True
+        except ClientError as e:
+            if e.response.get("Error", {}).get("Code") in (
+                    "404", "NoSuchKey", "NotFound"):
+                return False
+            raise
+
+    def _failures(self, job):
+        text = self._read_record("failed", job.key) or "0"
+        return int(text) if text.strip().isdigit() else 0
+
+    def _count_failure(self, job, log):
+        """The tool failed: count it; at JOB_RETRIES failures dead-letter it."""
+        try:
+            failures = self._failures(job) + 1
+            self.s3.put_object(Bucket=self.s.bucket,
+                               Key=self._record("failed", job.key),
+                               Body=str(failures).encode("ascii"))
+        except (ClientError, BotoCoreError) as e:
+            log.warning("could not count this failure (%s); released, SQS's "
+                        "redrive limit is the backstop", e)
+            self._set_visibility(job.receipt, AWS_TROUBLE_DELAY)
+            return "FAILED"
+        if failures < self.s.job_retries or not self.s.dead_letter_url:
+            log.info("failure %d of %d allowed; released for another try",
+                     failures, self.s.job_retries)
+            self._set_visibility(job.receipt, 0)
+            return "FAILED"
+        self._dead_letter(job, log)
+        return "FAILED"
+
+    def _dead_letter(self, job, log):
+        """Move the job to the dead-letter queue (a copy there, then the delete)."""
+        try:
+            self.sqs.send_message(QueueUrl=self.s.dead_letter_url,
+                                  MessageBody=job.message["Body"])
+            self.sqs.delete_message(QueueUrl=self.s.queue_url,
+                                    ReceiptHandle=job.receipt)
+            log.info("failed JOB_RETRIES=%d times; moved to the dead-letter "
+                     "queue", self.s.job_retries)
+        except (ClientError, BotoCoreError) as e:
+            # The next receive fails the count check again and retries this.
+            log.warning("could not move the job to the dead-letter queue: %s", e)
+            self._set_visibility(job.receipt, AWS_TROUBLE_DELAY)
+
     def work(self, job, parsed, log):
         s = self.s
         spec = dsjob.merge(parsed)
@@ -303,6 +399,17 @@ class Worker(object):
         if "output" in spec:
             bucket, key = dsjob.split_s3(spec["output"], s.bucket, "output")
             output = (bucket, dsjob.as_prefix(key))
+        if job.key is not None and self._is_done(job):
+            log.info("job key %s is already done in run %s: deleting this "
+                     "second delivery without running the tool", job.key,
+                     s.run_id)
+            return "SKIPPED-duplicate", None, 0.0
+        if (job.key is not None and s.dead_letter_url and job.attempt != "1"
+                and self._failures(job) >= s.job_retries):
+            # Its last failure was counted, but the move to the dead-letter
+            # queue did not happen (a lost machine, AWS trouble): finish it.
+            log.info("already failed JOB_RETRIES=%d times", s.job_retries)
+            return "GIVE-UP", None, 0.0
         # Render before touching S3 so a bad template fails in milliseconds.
         scratch = tempfile.mkdtemp(prefix=job.name[:60] + "-", dir=s.scratch)
         try:
@@ -348,11 +455,21 @@ class Worker(object):
                 log.error("tool wrote %d file(s) but the job has no \"output\" "
                           "key, so they would be lost", len(produced))
                 return "FAILED", code, tool_seconds
+            if job.key is not None and self._is_done(job):
+                # Another copy (a lease lost in a storm) finished first.
+                log.info("job key %s was completed by another worker while "
+                         "this one ran; not uploading", job.key)
+                return "SKIPPED-duplicate", code, tool_seconds
             for rel, path in produced:
                 self._upload(path, output[0], output[1] + rel, log)
             if output is not None:
                 log.info("uploaded %d file(s) to s3://%s/%s", len(produced),
                          output[0], output[1])
+            if job.key is not None:
+                # After the outputs, before the delete: a second delivery of
+                # a done job is then skipped, never a half-uploaded one.
+                self.s3.put_object(Bucket=s.bucket,
+                                   Key=self._record("done", job.key), Body=b"")
             return "SUCCESS", code, tool_seconds
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
@@ -409,14 +526,18 @@ class Worker(object):
     def _upload(self, path, bucket, key, log):
         # Exponential backoff on failure only; a stop request cuts it short
         # (the message is then released and the job rerun elsewhere).
-        for attempt in range(1, UPLOAD_ATTEMPTS + 1):
+        attempt = 0
+        while True:
+            attempt += 1
             try:
                 self.s3.upload_file(path, bucket, key)
                 return
             except (ClientError, BotoCoreError) as e:
-                if attempt == UPLOAD_ATTEMPTS:
+                # A storm never fails a finished job: keep trying while the
+                # error is transient (a stop request still cuts it short).
+                if attempt >= UPLOAD_ATTEMPTS and not awscompat.transient(e):
                     raise
-                delay = min(MAX_BACKOFF, 2 ** attempt) * random.uniform(0.5, 1)
+                delay = min(MAX_BACKOFF, 2 ** min(attempt, 6)) * random.uniform(0.5, 1)
                 log.warning("upload of s3://%s/%s failed (%s); retry %d in "
                             "%.1fs", bucket, key, e, attempt, delay)
                 if self.stop.wait(delay):
