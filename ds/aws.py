@@ -55,19 +55,19 @@ class Patience:
     """Retries a whole AWS call while its errors are transient (awscompat.transient).
 
     `limit` is seconds (None: forever, for monitor). A connection error counts
-    as transient only once some call has reached AWS: no network or a wrong
-    endpoint on the first call ends the command at once.
+    as transient only once that client's service has answered: no network or
+    a wrong endpoint on the first call ends the command at once.
     """
 
     def __init__(self, limit=COMMAND_PATIENCE, out=None):
         self.limit = limit
         self.out = out or sys.stdout
-        self.reached = False
         self.tries = self.failed = 0
         self.lock = threading.Lock()
         self._last_shown = 0.0
 
-    def call(self, fn, *args, **kwargs):
+    def call(self, owner, fn, *args, **kwargs):
+        """Call fn for `owner` (a PatientClient: it remembers whether its service answered)."""
         started = time.monotonic()
         delay = FIRST_BACKOFF
         retried = False
@@ -79,7 +79,7 @@ class Patience:
             except Exception as e:
                 if _gone_after_retry(getattr(fn, "__name__", ""), e, retried):
                     return {}
-                if not awscompat.transient(e, connected=self.reached):
+                if not awscompat.transient(e, connected=owner.reached):
                     raise
                 if self.limit is not None and time.monotonic() - started > self.limit:
                     raise
@@ -88,7 +88,7 @@ class Patience:
                 delay = min(delay * 2, LONGEST_BACKOFF)
                 retried = True
                 continue
-            self.reached = True
+            owner.reached = True
             return result
 
     def _note(self, error):
@@ -108,23 +108,25 @@ class PatientClient:
 
     def __init__(self, client, patience):
         self._client, self._patience = client, patience
+        self.reached = False
 
     def __getattr__(self, name):
         attr = getattr(self._client, name)
         if name.startswith("_") or name in _NOT_CALLS or not callable(attr):
             if name == "get_paginator":
-                return lambda op: _PatientPaginator(attr(op), self._patience)
+                return lambda op: _PatientPaginator(attr(op), self)
             return attr
-        return lambda *a, **kw: self._patience.call(attr, *a, **kw)
+        return lambda *a, **kw: self._patience.call(self, attr, *a, **kw)
 
 
 class _PatientPaginator:
-    def __init__(self, paginator, patience):
-        self._paginator, self._patience = paginator, patience
+    def __init__(self, paginator, client):
+        self._paginator, self._client = paginator, client
 
     def paginate(self, **kwargs):
         # A list is read again from its start if a page fails: lists are reads.
-        return self._patience.call(lambda: list(self._paginator.paginate(**kwargs)))
+        return self._client._patience.call(
+            self._client, lambda: list(self._paginator.paginate(**kwargs)))
 
 
 class Session:
