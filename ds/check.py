@@ -298,7 +298,7 @@ def spot_quota(report, aws, settings):
 
 def public_ip(report, ec2, settings, specs, subnets, path):
     """A subnet whose only way out is an internet gateway needs public IPs."""
-    closed, fine = [], []
+    closed, fine, no_ip = [], [], []
     for i, spec in enumerate(specs, 1):
         for nic in _nics(spec):
             subnet = subnets.get(nic.get("SubnetId"))
@@ -308,17 +308,23 @@ def public_ip(report, ec2, settings, specs, subnets, path):
             public = nic.get("AssociatePublicIpAddress", subnet.get("MapPublicIpOnLaunch"))
             if kind == "none":
                 closed.append(subnet["SubnetId"])
-            elif kind == "igw" and not public and not settings.ASSIGN_IP:
-                report.problem("ASSIGN_IP is False, but subnet %s reaches the internet only "
-                               "through an internet gateway: machines would never join the "
-                               "cluster; set ASSIGN_IP = True in config.py." % subnet["SubnetId"])
             elif kind == "igw" and not public:
-                report.problem("%s: launch specification %d gives machines in subnet %s no "
-                               "public IP, and its only way out is an internet gateway: set "
-                               "\"AssociatePublicIpAddress\": true." % (path, i,
-                                                                       subnet["SubnetId"]))
+                no_ip.append((i, subnet["SubnetId"]))
             else:
                 fine.append(subnet["SubnetId"])
+    where = ", ".join(sorted({sid for _, sid in no_ip}))
+    if no_ip and not settings.ASSIGN_IP:
+        report.problem("ASSIGN_IP is False, but %s reach%s the internet only through an "
+                       "internet gateway: machines would never join the cluster; set "
+                       "ASSIGN_IP = True in config.py." % (where, "es" if "," not in where
+                                                          else ""))
+    elif no_ip:
+        report.problem("%s: launch specification%s %s give%s machines no public IP in %s, "
+                       "whose only way out is an internet gateway: set "
+                       "\"AssociatePublicIpAddress\": true." % (
+                           path, "" if len(no_ip) == 1 else "s",
+                           ", ".join(str(i) for i, _ in no_ip),
+                           "s" if len(no_ip) == 1 else "", where))
     if closed:
         report.warning("no route to the internet from %s: machines reach ECS, SQS and S3 "
                        "there only through VPC endpoints." % ", ".join(sorted(set(closed))))
