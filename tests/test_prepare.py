@@ -156,3 +156,21 @@ def test_fresh_account_to_a_finished_run(user, boto):
     monitored = user("monitor", "files/ExampleProjectSpotFleetRequestId.json")
     assert "12 jobs done" in monitored.stdout, monitored.stdout
     user("prepare", "--remove")
+
+
+def test_documented_policies_are_the_ones_prepare_makes(tmp_path):
+    """The manual path of step 0 quotes exactly what ds/policies.py puts in place."""
+    from ds import policies
+    from ds.settings import load
+    config = shipped_config("my-lab-ds-bucket").replace("APP_NAME = 'ExampleProject'",
+                                                        "APP_NAME = 'MyProject'")
+    (tmp_path / "config.py").write_text(config)
+    settings = load(str(tmp_path / "config.py"))
+    with open(os.path.join(REPO, "documentation", "step_0_prep.md")) as f:
+        blocks = [json.loads(b) for b in re.findall(r"```json\n(.*?)```", f.read(), re.S)
+                  if '"Statement"' in b]
+    expected = [{"Version": "2012-10-17", "Statement": policies.log_export_statements(settings)},
+                policies.machine_extra(settings),
+                policies.worker(settings, "123456789012")]
+    for document in expected:
+        assert document in blocks
