@@ -94,6 +94,10 @@ def credentials(report, aws):
         report.problem("the credentials do not work (%s): run `aws configure` or fix "
                        "AWS_PROFILE in config.py." % error_code(e))
         return False
+    except (botocore.exceptions.BotoCoreError, ResponseParserError) as e:
+        report.problem("could not reach AWS (%s): check your network and AWS_REGION; "
+                       "nothing in the account was checked." % str(e).splitlines()[0])
+        return False
     report.ok("credentials work (account %s)." % who["Account"])
     return True
 
