@@ -56,7 +56,7 @@ def _name(arn):
 
 
 def _trusts(role, service):
-    doc = prepare._as_dict(role["AssumeRolePolicyDocument"])
+    doc = policies.as_dict(role["AssumeRolePolicyDocument"])
     for st in doc.get("Statement", []):
         principal = (st.get("Principal") or {}).get("Service", [])
         principal = [principal] if isinstance(principal, str) else principal

@@ -3,6 +3,8 @@
 documentation/step_0_prep.md quotes these for accounts where the user may
 not create roles; tests/test_prepare.py checks that the two agree.
 """
+import json
+from urllib.parse import unquote
 
 MACHINE_MANAGED = "arn:aws:iam::aws:policy/service-role/AmazonEC2ContainerServiceforEC2Role"
 FLEET_MANAGED = "arn:aws:iam::aws:policy/service-role/AmazonEC2SpotFleetTaggingRole"
@@ -61,3 +63,8 @@ def log_export_statements(settings):
          "Action": "s3:PutObject", "Resource": "arn:aws:s3:::%s/exportedlogs/*" % bucket,
          "Condition": {"StringEquals": {"s3:x-amz-acl": "bucket-owner-full-control"}}},
     ]
+
+
+def as_dict(document):
+    """A policy document as IAM returns it (a dict, or URL-encoded JSON) as a dict."""
+    return json.loads(unquote(document)) if isinstance(document, str) else document

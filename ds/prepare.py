@@ -80,20 +80,13 @@ def ensure_role(iam, settings, name, service, managed=(), inline=None, say=print
             say("Attached %s to role %s." % (policy.rsplit("/", 1)[-1], name))
     for policy_name, document in (inline or {}).items():
         current = iam_get(iam.get_role_policy, RoleName=name, PolicyName=policy_name)
-        if current is None or _as_dict(current["PolicyDocument"]) != document:
+        if current is None or policies.as_dict(current["PolicyDocument"]) != document:
             with explain("set policy %s of role %s" % (policy_name, name)):
                 iam.put_role_policy(RoleName=name, PolicyName=policy_name,
                                     PolicyDocument=json.dumps(document))
             say("%s policy %s of role %s." % ("Set" if current is None else "Updated",
                                              policy_name, name))
     return arn
-
-
-def _as_dict(document):
-    if isinstance(document, str):
-        from urllib.parse import unquote
-        return json.loads(unquote(document))
-    return document
 
 
 def ensure_instance_profile(iam, settings, name, say=print):
@@ -298,6 +291,9 @@ def prepare(aws, settings, make_key=False, say=print):
     iam, ec2, s3 = aws.client("iam"), aws.client("ec2"), aws.client("s3")
     with explain("tell who these credentials belong to"):
         account = aws.client("sts").get_caller_identity()["Account"]
+    # The bucket first: a bucket in another region stops prepare before it makes anything.
+    ensure_bucket(s3, settings, say=say)
+    ensure_log_export_policy(s3, settings, say=say)
     names = role_names(settings)
     ensure_role(iam, settings, names["machine"], policies.MACHINE_SERVICE,
                 [policies.MACHINE_MANAGED], {"ecs-config": policies.machine_extra(settings)},
@@ -307,8 +303,6 @@ def prepare(aws, settings, make_key=False, say=print):
                              [policies.FLEET_MANAGED], say=say)
     worker = ensure_role(iam, settings, names["worker"], policies.WORKER_SERVICE,
                          inline={"worker": policies.worker(settings, account)}, say=say)
-    ensure_bucket(s3, settings, say=say)
-    ensure_log_export_policy(s3, settings, say=say)
     with explain("look up the default VPC and its subnets"):
         vpc = network.default_vpc(ec2)
         subnets = usable_subnets(ec2, vpc, settings.MACHINE_TYPE, say=say)

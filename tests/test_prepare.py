@@ -149,10 +149,15 @@ def test_fresh_account_to_a_finished_run(user, boto):
     sqs = boto("sqs")
     url = sqs.get_queue_url(QueueName="ExampleProjectQueue")["QueueUrl"]
     done = 0
-    while done < 12:  # act as the workers the emulator does not run
-        for m in sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", []):
+    for _ in range(100):  # act as the workers the emulator does not run
+        msgs = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10,
+                                   WaitTimeSeconds=1).get("Messages", [])
+        for m in msgs:
             sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
-            done += 1
+        done += len(msgs)
+        if done >= 12:
+            break
+    assert done == 12
     monitored = user("monitor", "files/ExampleProjectSpotFleetRequestId.json")
     assert "12 jobs done" in monitored.stdout, monitored.stdout
     user("prepare", "--remove")
@@ -174,3 +179,15 @@ def test_documented_policies_are_the_ones_prepare_makes(tmp_path):
                 policies.worker(settings, "123456789012")]
     for document in expected:
         assert document in blocks
+
+
+def test_bucket_in_another_region_is_one_line(user, boto):
+    boto("s3").create_bucket(Bucket=BUCKET,
+                             CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+    result = user("prepare", ok=False)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.strip() == (
+        "error: Bucket %s is in eu-west-1, not in AWS_REGION us-east-1: set AWS_REGION = "
+        "'eu-west-1' or choose another AWS_BUCKET in config.py." % BUCKET)
+    assert "ExampleProjectMachineRole" not in [
+        r["RoleName"] for r in boto("iam").list_roles()["Roles"]]  # nothing made
