@@ -30,7 +30,8 @@ def worker(settings, account):
         {"Effect": "Allow",
          "Action": ["sqs:ReceiveMessage", "sqs:ChangeMessageVisibility", "sqs:DeleteMessage"],
          "Resource": "arn:aws:sqs:%s:%s:%s" % (region, account, settings.SQS_QUEUE_NAME)},
-        {"Effect": "Allow", "Action": ["s3:GetObject", "s3:PutObject"],
+        # DeleteObject: the worker clears its machine's busy record (busy/APP_NAME/...).
+        {"Effect": "Allow", "Action": ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"],
          "Resource": "arn:aws:s3:::%s/*" % settings.AWS_BUCKET},
         {"Effect": "Allow", "Action": "s3:ListBucket",
          "Resource": "arn:aws:s3:::%s" % settings.AWS_BUCKET},
