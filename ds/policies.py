@@ -39,9 +39,11 @@ def worker(settings, account):
          "Action": ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"],
          "Resource": "arn:aws:logs:%s:%s:log-group:%s*" % (region, account,
                                                            settings.LOG_GROUP_NAME)},
-        # Tagging its machine and making the idle alarm name no resource in advance.
+        # Tagging its machine and making the idle alarm name no resource in advance;
+        # an alarm that terminates acts only if its creator may terminate too.
         {"Effect": "Allow",
-         "Action": ["ec2:DescribeVolumes", "ec2:CreateTags", "cloudwatch:PutMetricAlarm"],
+         "Action": ["ec2:DescribeVolumes", "ec2:CreateTags", "cloudwatch:PutMetricAlarm",
+                    "ec2:TerminateInstances"],
          "Resource": "*"},
     ]}
 
