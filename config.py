@@ -21,10 +21,10 @@ TASK_ROLE_ARN = ''                       # IAM role for worker containers; '' = 
 ECS_CLUSTER = 'default'                  # ECS cluster; a cluster other than 'default' is deleted when unused
 CLUSTER_MACHINES = 2                     # machines to request from the spot fleet
 TASKS_PER_MACHINE = 1                    # worker containers (ECS tasks) per machine
-MACHINE_TYPE = ['m5.xlarge']             # instance types; one per fleet launch specification, or one for all
+MACHINE_TYPE = ['m5.xlarge']             # instance types; one per launch specification, else every type in every one
 MACHINE_PRICE = 0.10                     # the most you pay per machine-hour (USD, spot price cap)
 EBS_VOL_SIZE = 30                        # GB of disk per machine; at least the AMI's root snapshot size (30 for current ECS-optimized AMIs)
-ASSIGN_IP = 'False'                      # False: machines get no public IP, whatever the fleet file says
+ASSIGN_IP = 'True'                       # True: the fleet file decides; False: no public IP, whatever it says
 
 # ---- Each worker container ------------------------------------------------
 DOCKER_CORES = 2                         # copies of the worker (jobs at once) per container

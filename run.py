@@ -6,6 +6,8 @@
     python run.py startCluster files/exampleFleet_us-east-1.json
     python run.py monitor files/APP_NAMESpotFleetRequestId.json [--cheapest]
     python run.py local [files/exampleJob.json]
+    python run.py prepare [--key] [--remove]
+    python run.py check [files/exampleJob.json] [files/APP_NAMEFleet_REGION.json]
 
 The work is done by the ds/ package; this file only reads the command line.
 """
@@ -40,6 +42,13 @@ def parse(argv):
     lo.add_argument("--out", default="local-output", help="where the outputs are downloaded")
     lo.add_argument("--docker", action="store_true",
                     help="run workers as containers of DOCKERHUB_TAG (docker or podman)")
+    pr = sub.add_parser("prepare", help="make roles, bucket, network and a fleet file (or --remove them)")
+    pr.add_argument("--key", action="store_true",
+                    help="also make the key pair SSH_KEY_NAME and save its private key here")
+    pr.add_argument("--remove", action="store_true", help="delete everything prepare made")
+    ch = sub.add_parser("check", help="look for problems in config, files and account (read-only)")
+    ch.add_argument("jobfile", nargs="?", default=None)
+    ch.add_argument("fleetfile", nargs="?", default=None)
     return p.parse_args(argv)
 
 

@@ -1,8 +1,10 @@
 """Benchmark the control plane against the AWS emulator (moto server on 127.0.0.1).
 
 Prints:
-1. the wall time of each step as a user runs it (setup, submitJob, startCluster,
-   monitor with MONITOR_TIME=1 on an already drained queue);
+1. the wall time of each step as a user runs it (prepare on a fresh account,
+   prepare again, check, setup, submitJob, startCluster on the prepared fleet
+   file, monitor with MONITOR_TIME=1 on an already drained queue), and the
+   share of startCluster its pre-flight account checks take, measured in-process;
 2. submission throughput: our batched, threaded send against a baseline of one
    send_message call per job (what the original tools do), on fresh shallow
    queues, in the same run, with the ratio.
@@ -27,7 +29,6 @@ sys.path.insert(0, REPO)
 import boto3  # noqa: E402
 
 from ds import queue  # noqa: E402
-from ds.local import LOCAL_FLEET as FLEET  # noqa: E402  (a request the emulator accepts)
 
 CONFIG = """
 APP_NAME = 'Bench'
@@ -47,7 +48,8 @@ def start_emulator(logdir):
     cmd = [exe] if os.path.exists(exe) else [sys.executable, "-m", "moto.server"]
     log = open(os.path.join(logdir, "moto.log"), "wb")
     proc = subprocess.Popen(cmd + ["-H", "127.0.0.1", "-p", str(port)], stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True)
+                            stderr=subprocess.STDOUT, start_new_session=True,
+                            env=dict(os.environ, MOTO_IAM_LOAD_MANAGED_POLICIES="true"))
     url = "http://127.0.0.1:%d" % port
     import urllib.request
     for _ in range(100):
@@ -68,6 +70,20 @@ def timed(args, env, cwd):
     return time.perf_counter() - t
 
 
+def preflight_seconds(work, fleet_file):
+    """The account checks startCluster runs first, alone, in this process."""
+    from ds import check, fleet, jobs
+    from ds.aws import Session
+    from ds.settings import load
+    settings = load(os.path.join(work, "config.py"))
+    path = os.path.join(work, fleet_file)
+    config = fleet.build_request(settings, jobs.read_json(path, "fleet file"), path)
+    aws = Session(settings)
+    t = time.perf_counter()
+    assert not check.account_checks(aws, settings, config, path).problems
+    return time.perf_counter() - t
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--jobs", type=int, default=600)
@@ -82,18 +98,21 @@ def main():
     try:
         with open(os.path.join(work, "config.py"), "w") as f:
             f.write(CONFIG)
-        with open(os.path.join(work, "fleet.json"), "w") as f:
-            json.dump(FLEET, f)
         with open(os.path.join(work, "job.json"), "w") as f:
             json.dump({"groups": [{"i": i} for i in range(n)]}, f)
-        boto3.client("s3").create_bucket(Bucket="bench-bucket")
         sqs = boto3.client("sqs")
 
+        fleet_file = "files/BenchFleet_us-east-1.json"
         print("Step wall times against the emulator (%d jobs):" % n)
-        steps = [("setup", ["setup"]), ("submitJob", ["submitJob", "job.json"]),
-                 ("startCluster", ["startCluster", "fleet.json"])]
+        steps = [("prepare", ["prepare"]), ("prepare again", ["prepare"]),
+                 ("check", ["check", "job.json", fleet_file]),
+                 ("setup", ["setup"]), ("submitJob", ["submitJob", "job.json"]),
+                 ("startCluster", ["startCluster", fleet_file])]
         for name, args in steps:
-            print("  %-13s %6.2f s" % (name, timed(args, env, work)))
+            took = timed(args, env, work)
+            print("  %-13s %6.2f s" % (name, took))
+        print("  the pre-flight's share of startCluster: %.0f%%"
+              % (100 * preflight_seconds(work, fleet_file) / took))
         url_q = sqs.get_queue_url(QueueName="BenchQueue")["QueueUrl"]
         while True:  # stand in for the workers
             msgs = sqs.receive_message(QueueUrl=url_q, MaxNumberOfMessages=10,

@@ -5,4 +5,6 @@ aws       boto3 clients, AWS errors        queue    SQS queues, submission, coun
 cluster   ECS cluster, task def, service   fleet    spot fleet request and its events
 logs      log groups and export            dashboard CloudWatch dashboard and alarms
 monitor   watch a run and tear it down     local    the whole run on this machine
+prepare   roles, bucket, network, fleet    check    read-only pre-flight of it all
+network   default VPC, routes, groups      policies the IAM and bucket policies as data
 """

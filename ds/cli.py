@@ -30,4 +30,13 @@ def _run(settings, args):
         cheapest = args.cheapest or to_bool(args.cheapest_flag, "the monitor's last argument",
                                             "command line")
         monitor(aws, settings, args.monitorfile, cheapest=cheapest)
+    elif args.command == "prepare":
+        from . import prepare
+        if args.remove:
+            prepare.remove(aws, settings)
+        else:
+            prepare.prepare(aws, settings, make_key=args.key)
+    elif args.command == "check":
+        from . import check
+        return check.main(aws, settings, args.config, args.jobfile, args.fleetfile)
     return 0

@@ -145,10 +145,24 @@ def refuse_second_fleet(ec2, monitor_path):
                             % (old, monitor_path, monitor_path))
 
 
+def preflight(aws, settings, config, path):
+    """Refuse before a single machine is billed if the account cannot run this fleet."""
+    from . import check
+    problems = check.account_checks(aws, settings, config, path).problems
+    if problems:
+        raise UserError("startCluster requested no machine: %d problem%s found:\n  %s\nFix %s "
+                        "and run startCluster again (`python run.py check` lists everything)."
+                        % (len(problems), "" if len(problems) == 1 else "s",
+                           "\n  ".join(problems), "it" if len(problems) == 1 else "them"))
+
+
 def start_cluster(aws, settings, path, timeout=STARTUP_TIMEOUT, monitor_path=None, local=False):
     """Request the spot fleet, start the workers, wait for machines.
 
     `local`: a local run, which has no console, fleet history or next step to point to.
+
+    A local run skips the account checks: its stand-in fleet names no real
+    subnet, AMI or role, and the emulator starts its machines anyway.
     """
     config = fleet.build_request(settings, jobs.read_json(path, "fleet file"), path)
     ecs, ec2 = aws.client("ecs"), aws.client("ec2")
@@ -157,6 +171,8 @@ def start_cluster(aws, settings, path, timeout=STARTUP_TIMEOUT, monitor_path=Non
     if not cluster.describe_service(ecs, settings):
         raise UserError("Service %s does not exist: run `python run.py setup` first."
                         % cluster.service_name(settings))
+    if not local:
+        preflight(aws, settings, config, path)
     s3 = aws.client("s3")
     check_bucket(s3, settings.AWS_BUCKET, settings.path)
     with explain("upload the ECS agent config to s3://%s" % settings.AWS_BUCKET):

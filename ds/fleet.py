@@ -76,23 +76,17 @@ fi
     return base64.b64encode(script.encode()).decode()
 
 
-def _launch_specs_for_types(specs, types, path, config_path):
+def _launch_specs_for_types(specs, types):
     """Pair MACHINE_TYPE entries with launch specifications.
 
-    Equal lengths pair up in order; one specification is copied once per
-    type (more instance types = more spot pools to draw from); one type is
-    used for every specification. Anything else is ambiguous.
+    Equal lengths pair up in order; otherwise every specification is paired
+    with every type (a prepared fleet file has one specification per subnet,
+    and more instance types in more zones = more spot pools to draw from).
     """
     if len(types) == len(specs):
         pairs = zip(specs, types)
-    elif len(specs) == 1:
-        pairs = [(specs[0], t) for t in types]
-    elif len(types) == 1:
-        pairs = [(s, types[0]) for s in specs]
     else:
-        raise UserError("%s has %d LaunchSpecifications but MACHINE_TYPE in %s lists %d "
-                        "types: give one type per specification, a single type, or a single "
-                        "specification." % (path, len(specs), config_path, len(types)))
+        pairs = [(s, t) for s in specs for t in types]
     out = []
     for spec, machine in pairs:
         spec = copy.deepcopy(spec)
@@ -138,8 +132,7 @@ def build_request(settings, fleet, path, now=None):
     config.setdefault("Type", "maintain")
     check_fields(config, path)
     data = user_data(settings)
-    config["LaunchSpecifications"] = _launch_specs_for_types(specs, settings.MACHINE_TYPE, path,
-                                                           settings.path)
+    config["LaunchSpecifications"] = _launch_specs_for_types(specs, settings.MACHINE_TYPE)
     for spec in config["LaunchSpecifications"]:
         spec["UserData"] = data
         _set_volume_size(spec, settings.EBS_VOL_SIZE)

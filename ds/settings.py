@@ -33,7 +33,7 @@ KNOBS = {
     "MACHINE_TYPE": (list, ["m5.xlarge"]),
     "MACHINE_PRICE": (float, 0.10),
     "EBS_VOL_SIZE": (int, 30),
-    "ASSIGN_IP": (bool, False),
+    "ASSIGN_IP": (bool, True),
     "DOCKER_CORES": (int, 1),
     "CPU_SHARES": (int, None),          # default: DOCKER_CORES * 1024
     "MEMORY": (int, 4096),

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+import uuid
 
 import pytest
 
@@ -169,3 +170,49 @@ def workers(tmp_path):
     w = Workers(tmp_path)
     yield w
     w.close()
+
+
+def _trust(service):
+    return json.dumps({"Version": "2012-10-17", "Statement": [{
+        "Effect": "Allow", "Principal": {"Service": service}, "Action": "sts:AssumeRole"}]})
+
+
+def real_fleet(client, fleet):
+    """`fleet` naming roles, AMI, subnet, group and key made in the emulator.
+
+    startCluster's pre-flight refuses a fleet file whose resources do not
+    exist, as on AWS; `client(service)` gives boto3 clients of the emulator.
+    """
+    iam, ec2 = client("iam"), client("ec2")
+    tag = uuid.uuid4().hex[:8]  # in-process emulators share IAM between tests
+    machine = "test-machine-role-" + tag
+    fleet_role = iam.create_role(RoleName="test-fleet-role-" + tag,
+                                 AssumeRolePolicyDocument=_trust("spotfleet.amazonaws.com"))
+    iam.create_role(RoleName=machine, AssumeRolePolicyDocument=_trust("ec2.amazonaws.com"))
+    profile = iam.create_instance_profile(InstanceProfileName=machine)
+    iam.add_role_to_instance_profile(InstanceProfileName=machine, RoleName=machine)
+    vpc = ec2.describe_vpcs(Filters=[{"Name": "is-default", "Values": ["true"]}])["Vpcs"][0]
+    subnet = ec2.describe_subnets(Filters=[
+        {"Name": "vpc-id", "Values": [vpc["VpcId"]]},
+        {"Name": "availability-zone", "Values": [REGION + "a"]}])["Subnets"][0]
+    group = ec2.create_security_group(GroupName="test-workers-" + tag, Description="test",
+                                      VpcId=vpc["VpcId"])["GroupId"]
+    ami = client("ssm").get_parameter(
+        Name="/aws/service/ecs/optimized-ami/amazon-linux-2023/recommended/image_id")[
+        "Parameter"]["Value"]
+    fleet = json.loads(json.dumps(fleet))
+    fleet["IamFleetRole"] = fleet_role["Role"]["Arn"]
+    for spec in fleet["LaunchSpecifications"]:
+        spec["ImageId"] = ami
+        spec["IamInstanceProfile"] = {"Arn": profile["InstanceProfile"]["Arn"]}
+        if spec.get("KeyName"):
+            try:
+                ec2.create_key_pair(KeyName=spec["KeyName"])
+            except Exception as e:  # one key pair serves every specification
+                assert "Duplicate" in str(e), e
+        for disk in spec.get("BlockDeviceMappings", [])[:1]:
+            disk["Ebs"]["VolumeSize"] = 30  # the AMI's root snapshot fits
+        for nic in spec.get("NetworkInterfaces", []):
+            nic["SubnetId"] = subnet["SubnetId"]
+            nic["Groups"] = [group]
+    return fleet

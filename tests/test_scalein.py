@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from conftest import REPO, run_py, write_json
+from conftest import REPO, real_fleet, run_py, write_json
 from worker_helpers import queue_counts, wait_until, worker_env
 
 sys.path.insert(0, REPO)
@@ -93,7 +93,7 @@ def started_run(tmp_path, aws_env, boto, workers):
                       {"script": "while [ ! -e %s ]; do sleep 0.2; done" % release}]}
     (tmp_path / "files").mkdir()
     write_json(tmp_path / "files" / "job.json", job)
-    write_json(tmp_path / "files" / "fleet.json", FLEET)
+    write_json(tmp_path / "files" / "fleet.json", real_fleet(boto, FLEET))
     boto("s3").create_bucket(Bucket=BUCKET)
 
     def user(*args):

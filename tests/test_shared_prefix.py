@@ -1,7 +1,7 @@
 """A run only ever touches what it made, even when another run's name starts with its own."""
 import json
 
-from conftest import run_py, write_json
+from conftest import real_fleet, run_py, write_json
 from test_steps import DS_CONFIG, FLEET, JOB, drain, queue_url
 
 RUNS = ("Plate1", "Plate1_Analysis")   # the troubleshooting page suggests such names
@@ -50,7 +50,7 @@ def only(app, found):
 def test_two_runs_sharing_a_name_prefix_keep_each_others_resources(tmp_path, aws_env, boto):
     (tmp_path / "files").mkdir()
     write_json(tmp_path / "files" / "job.json", JOB)
-    write_json(tmp_path / "files" / "fleet.json", FLEET)
+    write_json(tmp_path / "files" / "fleet.json", real_fleet(boto, FLEET))
     boto("s3").create_bucket(Bucket="ds-test-bucket")
     ec2, cw, sqs, logs = boto("ec2"), boto("cloudwatch"), boto("sqs"), boto("logs")
 

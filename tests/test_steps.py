@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from conftest import REPO, run_py, write_json
+from conftest import REPO, real_fleet, run_py, write_json
 
 # A config.py as the original Distributed-Something writes it: its knobs only,
 # string booleans, the dead-letter queue as a full ARN.
@@ -75,7 +75,7 @@ def project(tmp_path, aws_env, boto):
     config.write_text(DS_CONFIG)
     (tmp_path / "files").mkdir()
     write_json(tmp_path / "files" / "job.json", JOB)
-    write_json(tmp_path / "files" / "fleet.json", FLEET)
+    write_json(tmp_path / "files" / "fleet.json", real_fleet(boto, FLEET))
     boto("s3").create_bucket(Bucket="ds-test-bucket")
 
     def run(*args, check=True, timeout=120):
