@@ -17,8 +17,11 @@ def service_name(settings):
 
 
 def worker_environment(settings, queue_url):
-    """What the worker reads: names of the resources and the job settings."""
-    env = {
+    """What the worker reads: names of the resources, the job settings, and the app's
+    own knobs from config.py (a DS-family worker reads those with os.environ['NAME']).
+    Ours come last, so an app knob can never change what the control plane relies on."""
+    env = dict(settings.app_knobs)
+    env.update({
         "APP_NAME": settings.APP_NAME,
         "SQS_QUEUE_URL": queue_url,
         "AWS_BUCKET": settings.AWS_BUCKET,
@@ -33,7 +36,8 @@ def worker_environment(settings, queue_url):
         "MIN_FILE_SIZE_BYTES": settings.MIN_FILE_SIZE_BYTES,
         "NECESSARY_STRING": settings.NECESSARY_STRING,
         "COMMAND": settings.COMMAND,
-    }
+        "ECS_CLUSTER": settings.ECS_CLUSTER,
+    })
     return [{"name": k, "value": str(v)} for k, v in env.items()]
 
 
@@ -66,6 +70,10 @@ def register_task_definition(ecs, settings, queue_url):
             "awslogs-region": settings.AWS_REGION,
             "awslogs-stream-prefix": settings.APP_NAME}},
     }
+    if not settings.COMMAND:
+        # An image with its own worker (COMMAND empty), as DS-family apps build, mounts
+        # the bucket with s3fs, which needs FUSE; their own run.py asks for this too.
+        container["privileged"] = True
     args = {"family": task_family(settings), "containerDefinitions": [container],
             "tags": [{"key": "APP_NAME", "value": settings.APP_NAME}]}
     if settings.TASK_ROLE_ARN:

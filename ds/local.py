@@ -24,7 +24,7 @@ import time
 
 from .aws import Session
 from .errors import UserError
-from . import cluster, commands, fleet, jobs, monitor
+from . import cluster, commands, fleet, jobs, monitor, queue
 from .settings import Settings
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -74,10 +74,13 @@ class Emulator:
 class Launcher(threading.Thread):
     """Stands in for ECS: keeps the service's desired count of workers running."""
 
-    def __init__(self, ecs, ec2, settings, workdir, docker=None):
+    def __init__(self, ecs, ec2, settings, workdir, docker=None, jobs_waiting=lambda: True):
         super().__init__(daemon=True)
         self.ecs, self.ec2, self.s, self.workdir, self.docker = ecs, ec2, settings, workdir, docker
         self.fleet_id = None       # set once startCluster has requested the fleet
+        # A DS-family worker exits when the queue is empty, and ECS starts it again:
+        # a quick exit is a crash only while jobs wait for it.
+        self.jobs_waiting = jobs_waiting
         self.procs = []
         self.started = 0
         self.halt = threading.Event()
@@ -120,6 +123,8 @@ class Launcher(threading.Thread):
         if self.docker:
             cmd = [self.docker, "run", "--rm", "--network", "host", "--pull", "never",
                    "--name", self.container_name(name)]
+            if container.get("privileged"):
+                cmd.append("--privileged")  # as ECS runs it: s3fs in the image needs FUSE
             for k, v in env.items():
                 if k not in ("PATH", "HOME", "PYTHONPATH", "WORKER_SCRATCH", "TMPDIR"):
                     cmd += ["-e", "%s=%s" % (k, v)]
@@ -172,7 +177,7 @@ class Launcher(threading.Thread):
                 # ECS replaces a task that died; so do we, unless tasks die at birth.
                 self.procs.remove(proc)
                 proc.log.close()
-                quick = time.monotonic() - proc.began < QUICK_EXIT
+                quick = time.monotonic() - proc.began < QUICK_EXIT and self.jobs_waiting()
                 self.crashes = self.crashes + 1 if quick else 0
                 if self.crashes >= MAX_QUICK_EXITS:
                     raise RuntimeError("%d workers in a row exited at once; the last said: %s"
@@ -275,19 +280,27 @@ def job_reports(logs, group):
         " START " in " %s " % line for line in v["lines"])}
 
 
-def summarize(reports, submitted, wall, out_dir, n_files):
+def summarize(reports, submitted, wall, out_dir, n_files, queue_done=None):
+    """Print the run's summary; return how many jobs did not succeed.
+
+    An image with its own worker (a DS-family app's) writes no START/END job
+    records; then the jobs done are counted from the queue (`queue_done`)."""
     ok = {k: r for k, r in reports.items() if r["ends"] and r["ends"][-1]["outcome"] in
           ("SUCCESS", "SKIPPED-already-done")}
     failed = {k: r for k, r in reports.items() if k not in ok}
+    from_queue = not reports and queue_done is not None
+    n_ok = queue_done if from_queue else len(ok)
     durations = sorted(float(e["duration"].rstrip("s")) for r in ok.values()
                        for e in r["ends"][-1:] if "duration" in e)
     print()
     print("Summary of the local run")
     print("  jobs submitted   %d" % submitted)
-    print("  succeeded        %d" % len(ok))
-    print("  failed           %d" % (submitted - len(ok)))
+    print("  succeeded        %d" % n_ok)
+    print("  failed           %d" % (submitted - n_ok))
     if failed:
         print("  failed jobs      %s" % ", ".join(sorted(failed)))
+    if from_queue:
+        print("  (counted from the queue: the image's worker writes no job records)")
     print("  wall time        %.1f s" % wall)
     if durations:
         print("  per job          min %.2f s, median %.2f s, max %.2f s"
@@ -302,7 +315,7 @@ def summarize(reports, submitted, wall, out_dir, n_files):
     if len(failed) > len(shown):
         print("\n...and %d more failed jobs; their logs are in the worker logs' CloudWatch "
               "streams (exported to the bucket's exportedlogs/ folder)." % (len(failed) - len(shown)))
-    return submitted - len(ok)
+    return submitted - n_ok
 
 
 def container_engine():
@@ -338,7 +351,9 @@ def run(settings, args):
         with Emulator() as emu:
             print("AWS emulator at %s (nothing here touches your AWS account)." % emu.url)
             aws = Session(s)
-            launcher = Launcher(aws.client("ecs"), aws.client("ec2"), s, workdir, docker)
+            sqs = aws.client("sqs")  # made here: creating clients is not thread-safe
+            launcher = Launcher(aws.client("ecs"), aws.client("ec2"), s, workdir, docker,
+                                jobs_waiting=lambda: _jobs_waiting(sqs, s))
             try:
                 return _run(aws, s, args, bodies, launcher, workdir, began)
             finally:
@@ -369,12 +384,13 @@ def _run(aws, s, args, bodies, launcher, workdir, began):
     monitor_file = os.path.join(workdir, "monitor.json")
     launcher.fleet_id = commands.start_cluster(aws, s, fleet_file, timeout=60,
                                                monitor_path=monitor_file, local=True)
-    monitor.monitor(aws, s, monitor_file, poll_seconds=POLL_SECONDS,
-                    live=sys.stdout.isatty(), check=lambda: _launcher_ok(launcher))
+    queue_done = monitor.monitor(aws, s, monitor_file, poll_seconds=POLL_SECONDS,
+                                 live=sys.stdout.isatty(), check=lambda: _launcher_ok(launcher))
     launcher.stop()
     reports = job_reports(aws.client("logs"), s.LOG_GROUP_NAME)
     n_files = download_outputs(s3, locations, args.out)
-    failed = summarize(reports, submitted, time.monotonic() - began, args.out, n_files)
+    failed = summarize(reports, submitted, time.monotonic() - began, args.out, n_files,
+                       queue_done)
     return 1 if failed else 0
 
 
@@ -391,6 +407,12 @@ def _last_line(path, app_name):
                  if l.strip()]
     own = [l for l in lines if not _wrapper_line(l, app_name)]
     return (own or lines or ["(nothing)"])[-1]
+
+
+def _jobs_waiting(sqs, s):
+    """Whether the run's queue holds jobs no worker has taken yet."""
+    url = queue.find_url(sqs, s.SQS_QUEUE_NAME)
+    return bool(url) and queue.counts(sqs, url)[0] > 0
 
 
 def _launcher_ok(launcher):
