@@ -13,6 +13,7 @@ machines here as it does on AWS, and their workers stop with them.
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 import statistics
@@ -394,11 +395,15 @@ def _run(aws, s, args, bodies, launcher, workdir, began):
     return 1 if failed else 0
 
 
-# Lines of run-worker.sh and the machine monitor that come with every exit;
-# the worker's own complaint (why it died) is the line before them.
+# Lines of run-worker.sh and the machine monitor that come with every exit, and
+# the container engine's own notes (logrus: `WARN[0003] ...`, `time="..." level=...`);
+# the worker's own complaint (why it died) is the last line that is neither.
+ENGINE_NOTE = re.compile(r'^(?:(?:WARN|ERRO|INFO|DEBU)\[\d+\]|time="[^"]*" level=)')
+
+
 def _wrapper_line(line, app_name):
-    return any(m in line for m in ("[run-worker]", "[%s monitor " % app_name,
-                                   "instance-setup:"))
+    return ENGINE_NOTE.match(line) or any(
+        m in line for m in ("[run-worker]", "[%s monitor " % app_name, "instance-setup:"))
 
 
 def _last_line(path, app_name):

@@ -240,9 +240,6 @@ def test_ds_style_worker_runs_with_the_registered_environment(tmp_path, aws_env,
     for name in NAMES:
         body = s3.get_object(Bucket="dcp-test-bucket", Key="dsapp-out/%s.json" % name)["Body"]
         assert json.loads(body.read()) == expected_output(name, config)
-    events = boto("logs").filter_log_events(logGroupName="DSAppTest")["events"]
-    assert {n for n in NAMES if any("Uploaded" in e["message"] and "/%s.json" % n in
-                                    e["message"] for e in events)} == set(NAMES)
 
     result = user("monitor", "files/DSAppTestSpotFleetRequestId.json")
     assert "Run DSAppTest finished: 6 jobs done" in result.stdout
@@ -311,5 +308,19 @@ def test_ds_style_image_missing_a_knob_stops_the_run_naming_it(tmp_path, user_en
     text = FIXTURE_CONFIG.replace("MY_NAME = 'the fixture app'\n", "") + \
         "DOCKERHUB_TAG = %r\n" % image
     result = local_docker(tmp_path, user_env, text)
+    assert "Traceback" not in result.stderr, result.stdout + result.stderr
     line = one_line_error(result)
-    assert "Could not start local workers" in line and "KeyError: 'MY_NAME'" in line
+    assert "Could not start local workers" in line and "KeyError: 'MY_NAME'" in line, \
+        result.stdout + result.stderr
+
+
+def test_the_container_engines_notes_are_not_quoted_as_the_workers_last_words(tmp_path):
+    from ds.local import _last_line
+    log = tmp_path / "task1.log"
+    log.write_text("Traceback (most recent call last):\n  File \"generic-worker.py\"\n"
+                   "KeyError: 'MY_NAME'\n\n"
+                   "WARN[0004] Failed to add conmon to cgroupfs sandbox cgroup: file exists\n"
+                   'time="2026-11-23T14:00:00Z" level=error msg="cleaning up container"\n')
+    assert _last_line(str(log), "DSAppTest") == "KeyError: 'MY_NAME'"
+    log.write_text("ERRO[0000] only the engine spoke\n")
+    assert _last_line(str(log), "DSAppTest") == "ERRO[0000] only the engine spoke"
