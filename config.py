@@ -50,3 +50,8 @@ CHECK_IF_DONE_BOOL = 'False'             # True: a job whose output prefix looks
 EXPECTED_NUMBER_FILES = 1                # ...finished means at least this many output files
 MIN_FILE_SIZE_BYTES = 1                  # ...each at least this big
 NECESSARY_STRING = ''                    # ...and one output key containing this text ('' = any)
+
+# ---- Your app's own settings ----------------------------------------------
+# Other names in capitals (a DS-based app's knobs, e.g. Distributed-CellProfiler's
+# USE_PLUGINS) go into the worker's environment as str(value). Never put keys
+# here: see documentation/from_ds_apps.md.

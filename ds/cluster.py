@@ -17,11 +17,13 @@ def service_name(settings):
 
 
 def worker_environment(settings, queue_url, run=None):
-    """What the worker reads: names of the resources and the job settings.
-
-    `run` adds the run's records: {"RUN_ID": ..., "SQS_DEAD_LETTER_QUEUE_URL": ...}.
+    """What the worker reads: names of the resources, the job settings, and the app's
+    own knobs from config.py (a DS-family worker reads those with os.environ['NAME']).
+    Ours come after the app's, so an app knob can never change what the control plane
+    relies on. `run` adds the run's records: {"RUN_ID": ..., "SQS_DEAD_LETTER_QUEUE_URL": ...}.
     """
-    env = {
+    env = dict(settings.app_knobs)
+    env.update({
         "APP_NAME": settings.APP_NAME,
         "SQS_QUEUE_URL": queue_url,
         "AWS_BUCKET": settings.AWS_BUCKET,
@@ -37,7 +39,8 @@ def worker_environment(settings, queue_url, run=None):
         "NECESSARY_STRING": settings.NECESSARY_STRING,
         "COMMAND": settings.COMMAND,
         "JOB_RETRIES": settings.JOB_RETRIES,
-    }
+        "ECS_CLUSTER": settings.ECS_CLUSTER,
+    })
     env.update(run or {})
     return [{"name": k, "value": str(v)} for k, v in env.items()]
 
@@ -71,6 +74,10 @@ def register_task_definition(ecs, settings, queue_url, run=None):
             "awslogs-region": settings.AWS_REGION,
             "awslogs-stream-prefix": settings.APP_NAME}},
     }
+    if not settings.COMMAND:
+        # An image with its own worker (COMMAND empty), as DS-family apps build, mounts
+        # the bucket with s3fs, which needs FUSE; their own run.py asks for this too.
+        container["privileged"] = True
     args = {"family": task_family(settings), "containerDefinitions": [container],
             "tags": [{"key": "APP_NAME", "value": settings.APP_NAME}]}
     if settings.TASK_ROLE_ARN:

@@ -42,6 +42,9 @@ def setup(aws, settings):
     arn = cluster.register_task_definition(ecs, settings, url, {
         "RUN_ID": run_id, "SQS_DEAD_LETTER_QUEUE_URL": dlq_url})
     print("Registered task definition %s." % arn.rsplit("/", 1)[-1])
+    if settings.app_knobs:
+        print("It passes your app's own settings from config.py to the worker: %s."
+              % ", ".join(sorted(settings.app_knobs)))
     cluster.ensure_service(ecs, settings, arn)
     print("Service %s is ready with 0 workers; submitJob and startCluster come next."
           % cluster.service_name(settings))

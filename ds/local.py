@@ -13,6 +13,7 @@ machines here as it does on AWS, and their workers stop with them.
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 import statistics
@@ -74,10 +75,13 @@ class Emulator:
 class Launcher(threading.Thread):
     """Stands in for ECS: keeps the service's desired count of workers running."""
 
-    def __init__(self, ecs, ec2, settings, workdir, docker=None):
+    def __init__(self, ecs, ec2, settings, workdir, docker=None, jobs_waiting=lambda: True):
         super().__init__(daemon=True)
         self.ecs, self.ec2, self.s, self.workdir, self.docker = ecs, ec2, settings, workdir, docker
         self.fleet_id = None       # set once startCluster has requested the fleet
+        # A DS-family worker exits when the queue is empty, and ECS starts it again:
+        # a quick exit is a crash only while jobs wait for it.
+        self.jobs_waiting = jobs_waiting
         self.procs = []
         self.started = 0
         self.halt = threading.Event()
@@ -120,6 +124,8 @@ class Launcher(threading.Thread):
         if self.docker:
             cmd = [self.docker, "run", "--rm", "--network", "host", "--pull", "never",
                    "--name", self.container_name(name)]
+            if container.get("privileged"):
+                cmd.append("--privileged")  # as ECS runs it: s3fs in the image needs FUSE
             for k, v in env.items():
                 if k not in ("PATH", "HOME", "PYTHONPATH", "WORKER_SCRATCH", "TMPDIR"):
                     cmd += ["-e", "%s=%s" % (k, v)]
@@ -172,7 +178,7 @@ class Launcher(threading.Thread):
                 # ECS replaces a task that died; so do we, unless tasks die at birth.
                 self.procs.remove(proc)
                 proc.log.close()
-                quick = time.monotonic() - proc.began < QUICK_EXIT
+                quick = time.monotonic() - proc.began < QUICK_EXIT and self.jobs_waiting()
                 self.crashes = self.crashes + 1 if quick else 0
                 if self.crashes >= MAX_QUICK_EXITS:
                     raise RuntimeError("%d workers in a row exited at once; the last said: %s"
@@ -275,17 +281,20 @@ def job_reports(logs, group):
         " START " in " %s " % line for line in v["lines"])}
 
 
-def summarize(reports, submitted, succeeded, wall, out_dir, n_files):
+def summarize(reports, submitted, succeeded, wall, out_dir, n_files, queue_done=None):
     """Print the summary; return the number of jobs not done.
 
     `succeeded` counts the done records: the logs may have lost a line in an
     AWS storm, the records cannot (the worker writes them before the delete).
-    None (an image with its own worker writes no records): count the logs.
+    None (an image with its own worker writes no records): count the logs, or,
+    where it writes no START/END lines either (a DS-family app's worker), the
+    queue (`queue_done`).
     """
     ok = {k: r for k, r in reports.items() if r["ends"] and r["ends"][-1]["outcome"] in
           ("SUCCESS", "SKIPPED-already-done", "SKIPPED-duplicate")}
+    from_queue = succeeded is None and not reports and queue_done is not None
     if succeeded is None:
-        succeeded = len(ok)
+        succeeded = queue_done if from_queue else len(ok)
     failed = {k: r for k, r in reports.items() if k not in ok} if succeeded < submitted else {}
     durations = sorted(float(e["duration"].rstrip("s")) for r in ok.values()
                        for e in r["ends"][-1:] if "duration" in e)
@@ -296,6 +305,8 @@ def summarize(reports, submitted, succeeded, wall, out_dir, n_files):
     print("  failed           %d" % (submitted - succeeded))
     if failed:
         print("  failed jobs      %s" % ", ".join(sorted(failed)))
+    if from_queue:
+        print("  (counted from the queue: the image's worker writes no job records)")
     print("  wall time        %.1f s" % wall)
     if durations:
         print("  per job          min %.2f s, median %.2f s, max %.2f s"
@@ -346,7 +357,9 @@ def run(settings, args):
         with Emulator() as emu:
             print("AWS emulator at %s (nothing here touches your AWS account)." % emu.url)
             aws = Session(s)
-            launcher = Launcher(aws.client("ecs"), aws.client("ec2"), s, workdir, docker)
+            sqs = aws.client("sqs")  # made here: creating clients is not thread-safe
+            launcher = Launcher(aws.client("ecs"), aws.client("ec2"), s, workdir, docker,
+                                jobs_waiting=lambda: _jobs_waiting(sqs, s))
             try:
                 return _run(aws, s, args, bodies, launcher, workdir, began)
             finally:
@@ -380,22 +393,26 @@ def _run(aws, s, args, bodies, launcher, workdir, began):
     monitor_file = os.path.join(workdir, "monitor.json")
     launcher.fleet_id = commands.start_cluster(aws, s, fleet_file, timeout=60,
                                                monitor_path=monitor_file, local=True)
-    monitor.monitor(aws, s, monitor_file, poll_seconds=POLL_SECONDS,
-                    live=sys.stdout.isatty(), check=lambda: _launcher_ok(launcher))
+    queue_done = monitor.monitor(aws, s, monitor_file, poll_seconds=POLL_SECONDS,
+                                 live=sys.stdout.isatty(), check=lambda: _launcher_ok(launcher))
     launcher.stop()
     reports = job_reports(aws.client("logs"), s.LOG_GROUP_NAME)
     n_files = download_outputs(s3, locations, args.out)
     done = len(records.done_keys(s3, s.AWS_BUCKET, s.APP_NAME, run_id) & keys)
     failed = summarize(reports, len(keys), done if s.COMMAND else None,
-                       time.monotonic() - began, args.out, n_files)
+                       time.monotonic() - began, args.out, n_files, queue_done)
     return 1 if failed else 0
 
 
-# Lines of run-worker.sh and the machine monitor that come with every exit;
-# the worker's own complaint (why it died) is the line before them.
+# Lines of run-worker.sh and the machine monitor that come with every exit, and
+# the container engine's own notes (logrus: `WARN[0003] ...`, `time="..." level=...`);
+# the worker's own complaint (why it died) is the last line that is neither.
+ENGINE_NOTE = re.compile(r'^(?:(?:WARN|ERRO|INFO|DEBU)\[\d+\]|time="[^"]*" level=)')
+
+
 def _wrapper_line(line, app_name):
-    return any(m in line for m in ("[run-worker]", "[%s monitor " % app_name,
-                                   "instance-setup:"))
+    return ENGINE_NOTE.match(line) or any(
+        m in line for m in ("[run-worker]", "[%s monitor " % app_name, "instance-setup:"))
 
 
 def _last_line(path, app_name):
@@ -404,6 +421,12 @@ def _last_line(path, app_name):
                  if l.strip()]
     own = [l for l in lines if not _wrapper_line(l, app_name)]
     return (own or lines or ["(nothing)"])[-1]
+
+
+def _jobs_waiting(sqs, s):
+    """Whether the run's queue holds jobs no worker has taken yet."""
+    url = queue.find_url(sqs, s.SQS_QUEUE_NAME)
+    return bool(url) and queue.counts(sqs, url)[0] > 0
 
 
 def _launcher_ok(launcher):

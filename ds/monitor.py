@@ -258,6 +258,8 @@ class StatusLine:
 def monitor(aws, settings, path, cheapest=False, poll_seconds=None, live=False,
             check=lambda: None):
     """Watch the run until its queue is empty, then tear it down and summarize.
+    Returns the number of jobs done, as the queue counts them (None if the run
+    was already cleaned up).
 
     `check` is called every poll and may raise to abort (local runs use it to
     notice workers that cannot start).
@@ -300,6 +302,7 @@ def monitor(aws, settings, path, cheapest=False, poll_seconds=None, live=False,
     print(cost.estimate_line(hours, cost.lowest_spot_price(run.ec2, s.MACHINE_TYPE),
                              s.MACHINE_PRICE))
     mark_finished(path)
+    return done
 
 
 def _counts(done, dead):

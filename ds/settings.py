@@ -4,6 +4,7 @@ A config.py written for the original Distributed-Something works unchanged:
 booleans may be True or the strings 'True'/'False' in any case, and knobs it
 lacks take the defaults below.
 """
+import difflib
 import math
 import os
 import re
@@ -83,6 +84,11 @@ class Settings(dict):
         return self.SQS_DEAD_LETTER_QUEUE.rsplit(":", 1)[-1]
 
     @property
+    def app_knobs(self):
+        """The app's own knobs for its worker ({} for configs that have none)."""
+        return self.get("app_knobs", {})
+
+    @property
     def jobs_per_machine(self):
         return self.TASKS_PER_MACHINE * self.DOCKER_CORES
 
@@ -149,23 +155,41 @@ def _run_config(path):
     return raw
 
 
-# Knobs of the original Distributed-Something that have no job here.
-IGNORED_KNOBS = {"DOWNLOAD_FILES"}
+# DS-family apps (Distributed-CellProfiler, -Fiji, ...) add their own knobs to
+# config.py and read them in their worker with os.environ['NAME']; a name this
+# close to one of ours (difflib ratio) is more likely a misspelling of it.
+# DCP's knobs score at most 0.70 against ours; real typos 0.78 or more.
+TYPO_RATIO = 0.75
+CREDENTIAL_NAMES = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"}
+CREDENTIAL_WORDS = ("SECRET", "PASSWORD", "TOKEN")
 
 
-def _warn_unknown(raw, path):
-    """A misspelt knob silently taking its default costs a run: say so."""
-    for name in sorted(raw):
-        if name.isupper() and name not in KNOBS and name not in IGNORED_KNOBS:
-            print("warning: %s sets %s, which is not a setting here (a typo?); it is ignored."
-                  % (path, name), file=sys.stderr)
+def _refuse_credentials(names, path):
+    """App knobs end up in the task definition, readable by anyone who may describe it."""
+    for name in names:
+        if name in CREDENTIAL_NAMES or any(w in name for w in CREDENTIAL_WORDS):
+            raise UserError("%s: %s looks like a credential, and config.py settings go into the "
+                            "task definition, where keys must never be; remove it and give the "
+                            "workers a role with TASK_ROLE_ARN (documentation/from_ds_apps.md)."
+                            % (path, name))
+
+
+def app_knobs(raw, path):
+    """Upper-case names we do not use ourselves: {name: str(value)}, as DS run.py writes them."""
+    names = sorted(n for n in raw if n.isupper() and n not in KNOBS)
+    _refuse_credentials(names, path)
+    for name in names:
+        near = difflib.get_close_matches(name, KNOBS, n=1, cutoff=TYPO_RATIO)
+        if near:
+            print("warning: %s sets %s; did you mean %s? It is passed to the worker as it is."
+                  % (path, name, near[0]), file=sys.stderr)
+    return {name: str(raw[name]) for name in names}
 
 
 def load(path="config.py"):
     """Read config.py into Settings, applying defaults and checking types."""
     raw = _run_config(path)
-    _warn_unknown(raw, path)
-    values = {}
+    values = {"app_knobs": app_knobs(raw, path)}
     for name, (kind, default) in KNOBS.items():
         if name in raw and raw[name] is not None:
             values[name] = _coerce(name, kind, raw[name], path)

@@ -214,6 +214,6 @@ def test_misspelt_knob_is_warned_about_and_empty_command_noted(user):
     (user.dir / "config.py").write_text(DS_CONFIG + "CLUSTER_MACHINE = 5\n")
     result = user("setup")
     assert result.returncode == 0
-    assert "CLUSTER_MACHINE, which is not a setting" in result.stderr
-    assert "DOWNLOAD_FILES" not in result.stderr  # a DS knob we knowingly ignore
+    assert "sets CLUSTER_MACHINE; did you mean CLUSTER_MACHINES?" in result.stderr
+    assert "DOWNLOAD_FILES" not in result.stderr  # a DS knob, passed to the worker silently
     assert "COMMAND is empty" in result.stdout
