@@ -6,6 +6,8 @@
     python run.py startCluster files/exampleFleet_us-east-1.json
     python run.py monitor files/APP_NAMESpotFleetRequestId.json [--cheapest]
     python run.py local [files/exampleJob.json]
+    python run.py status [MONITORFILE] [--json] | failures [--json] | redrive [JOBNAME ...]
+    python run.py report [MONITORFILE]
 
 The work is done by the ds/ package; this file only reads the command line.
 """
@@ -40,6 +42,17 @@ def parse(argv):
     lo.add_argument("--out", default="local-output", help="where the outputs are downloaded")
     lo.add_argument("--docker", action="store_true",
                     help="run workers as containers of DOCKERHUB_TAG (docker or podman)")
+    st = sub.add_parser("status", help="one screen on a run: progress, failures, machines, cost")
+    st.add_argument("monitorfile", nargs="?", default=None,
+                    help="the file startCluster wrote (default: files/APP_NAMESpotFleetRequestId.json)")
+    st.add_argument("--json", action="store_true", help="print the same as JSON")
+    fa = sub.add_parser("failures", help="jobs in the dead-letter queue, why, and their last log lines")
+    fa.add_argument("--json", action="store_true", help="print the same as JSON")
+    rd = sub.add_parser("redrive", help="put failed jobs (all, or the named ones) back on the queue")
+    rd.add_argument("jobnames", nargs="*", metavar="JOBNAME")
+    rp = sub.add_parser("report", help="write the run report (HTML) here and to the bucket")
+    rp.add_argument("monitorfile", nargs="?", default=None,
+                    help="the file startCluster wrote (default: files/APP_NAMESpotFleetRequestId.json)")
     return p.parse_args(argv)
 
 

@@ -37,7 +37,10 @@ class Session:
         self._boto = boto3.session.Session(profile_name=profile, region_name=self.region)
         self._clients = {}
 
-    def client(self, service):
+    def client(self, service, config=None):
+        """The shared client; `config` gives a separate one with other settings."""
+        if config is not None:
+            return self._boto.client(service, config=CLIENT_CONFIG.merge(config))
         if service not in self._clients:
             self._clients[service] = self._boto.client(service, config=CLIENT_CONFIG)
         return self._clients[service]

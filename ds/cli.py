@@ -30,4 +30,7 @@ def _run(settings, args):
         cheapest = args.cheapest or to_bool(args.cheapest_flag, "the monitor's last argument",
                                             "command line")
         monitor(aws, settings, args.monitorfile, cheapest=cheapest)
+    elif args.command in ("status", "failures", "redrive", "report"):
+        from . import operate
+        operate.dispatch(aws, settings, args)
     return 0

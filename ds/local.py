@@ -24,7 +24,7 @@ import time
 
 from .aws import Session
 from .errors import UserError
-from . import cluster, commands, fleet, jobs, monitor
+from . import cluster, commands, failures, fleet, joblog, jobs, monitor
 from .settings import Settings
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -32,7 +32,7 @@ RUN_DIR = os.path.join(REPO, ".local-run")
 POLL_SECONDS = 1           # the monitor's poll in local runs
 RECONCILE_SECONDS = 0.5    # how often the launcher compares desired and running workers
 STOP_GRACE = 20            # seconds a worker gets to release its job after SIGTERM
-LOG_TAIL = 8               # lines of a failed job's log shown in the summary
+LOG_TAIL = failures.TAIL    # lines of a failed job's log shown in the summary
 MAX_FAILURES_SHOWN = 3     # failed jobs whose log tail the summary shows
 QUICK_EXIT = 5             # a worker that exits sooner than this many seconds...
 MAX_QUICK_EXITS = 3        # ...this many times in a row cannot start: stop the run
@@ -258,51 +258,43 @@ def download_outputs(s3, locations, out_dir):
     return count
 
 
-def job_reports(logs, group):
-    """Per job stream: the END records and the log lines, from CloudWatch Logs."""
-    reports = {}
-    pages = logs.get_paginator("filter_log_events").paginate(logGroupName=group)
-    for page in pages:
-        for event in page["events"]:
-            r = reports.setdefault(event["logStreamName"], {"lines": [], "ends": []})
-            r["lines"].extend(event["message"].rstrip("\n").split("\n"))
-            words = event["message"].split()
-            if "END" in words and "outcome" in words:
-                fields = dict(zip(words[words.index("END") + 1::2],
-                                  words[words.index("END") + 2::2]))
-                r["ends"].append(fields)
-    return {k: v for k, v in reports.items() if v["ends"] or any(
-        " START " in " %s " % line for line in v["lines"])}
+def summarize(tries, failed_jobs, submitted, done, wall, out_dir, n_files, report_path):
+    """Print the summary; return the number of jobs not done.
 
-
-def summarize(reports, submitted, wall, out_dir, n_files):
-    ok = {k: r for k, r in reports.items() if r["ends"] and r["ends"][-1]["outcome"] in
-          ("SUCCESS", "SKIPPED-already-done")}
-    failed = {k: r for k, r in reports.items() if k not in ok}
-    durations = sorted(float(e["duration"].rstrip("s")) for r in ok.values()
-                       for e in r["ends"][-1:] if "duration" in e)
+    `done` comes from the queues (a job is deleted only after its outputs are
+    up), never from END lines, which a killed try does not leave. `tries` (the
+    job logs) gives the durations; `failed_jobs` (failures.collect) the
+    dead-letter queue's jobs with their tries and log tails.
+    """
+    durations = sorted(t.seconds() for log in tries.values() for t in log.tries
+                       if t.outcome in joblog.DONE_OUTCOMES and t.seconds() is not None)
     print()
     print("Summary of the local run")
     print("  jobs submitted   %d" % submitted)
-    print("  succeeded        %d" % len(ok))
-    print("  failed           %d" % (submitted - len(ok)))
-    if failed:
-        print("  failed jobs      %s" % ", ".join(sorted(failed)))
+    print("  succeeded        %d" % done)
+    print("  failed           %d" % (submitted - done))
+    if failed_jobs:
+        print("  failed jobs      %s" % ", ".join(j["job"] for j in failed_jobs))
     print("  wall time        %.1f s" % wall)
     if durations:
         print("  per job          min %.2f s, median %.2f s, max %.2f s"
               % (durations[0], statistics.median(durations), durations[-1]))
     print("  outputs          %d file%s in %s" % (n_files, "" if n_files == 1 else "s", out_dir))
-    shown = sorted(failed.items())[:MAX_FAILURES_SHOWN]
-    for name, r in shown:
+    print("  run report       %s" % report_path)
+    shown = failed_jobs[:MAX_FAILURES_SHOWN]
+    for job in shown:
         print()
-        print("Job %s failed (%d tries). Last lines of its log:" % (name, len(r["ends"])))
-        for line in r["lines"][-LOG_TAIL:]:
+        print("Job %s failed (%s tries). Last lines of its log:"
+              % (job["job"], "?" if job["tries"] is None else job["tries"]))
+        for line in job["log_tail"][-LOG_TAIL:]:
             print("  | " + line)
-    if len(failed) > len(shown):
+        if job["hint"]:
+            print("  hint: " + job["hint"])
+    if len(failed_jobs) > len(shown):
         print("\n...and %d more failed jobs; their logs are in the worker logs' CloudWatch "
-              "streams (exported to the bucket's exportedlogs/ folder)." % (len(failed) - len(shown)))
-    return submitted - len(ok)
+              "streams (exported to the bucket's exportedlogs/ folder)."
+              % (len(failed_jobs) - len(shown)))
+    return submitted - done
 
 
 def container_engine():
@@ -369,12 +361,15 @@ def _run(aws, s, args, bodies, launcher, workdir, began):
     monitor_file = os.path.join(workdir, "monitor.json")
     launcher.fleet_id = commands.start_cluster(aws, s, fleet_file, timeout=60,
                                                monitor_path=monitor_file, local=True)
-    monitor.monitor(aws, s, monitor_file, poll_seconds=POLL_SECONDS,
-                    live=sys.stdout.isatty(), check=lambda: _launcher_ok(launcher))
+    result = monitor.monitor(aws, s, monitor_file, poll_seconds=POLL_SECONDS,
+                             live=sys.stdout.isatty(), check=lambda: _launcher_ok(launcher),
+                             report_dir=args.out)
     launcher.stop()
-    reports = job_reports(aws.client("logs"), s.LOG_GROUP_NAME)
+    tries = joblog.read(aws.client("logs"), s.LOG_GROUP_NAME)
+    failed_jobs = failures.collect(aws, s)
     n_files = download_outputs(s3, locations, args.out)
-    failed = summarize(reports, submitted, time.monotonic() - began, args.out, n_files)
+    failed = summarize(tries, failed_jobs, submitted, result["done"], time.monotonic() - began,
+                       args.out, n_files, result["report"])
     return 1 if failed else 0
 
 

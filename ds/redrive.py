@@ -1,0 +1,55 @@
+"""`python run.py redrive [JOBNAME ...]`: failed jobs back onto the job queue."""
+from .aws import explain
+from .errors import UserError
+from . import cluster, deadletter, queue
+
+
+def redrive(aws, settings, names=()):
+    sqs = aws.client("sqs")
+    dlq_name = settings.dead_letter_queue_name
+    with explain("look up the queues of run %s" % settings.APP_NAME):
+        dlq_url = queue.find_url(sqs, dlq_name)
+        if dlq_url is None or not sum(queue.counts(sqs, dlq_url)):
+            print("Nothing to redrive: dead-letter queue %s is empty or gone." % dlq_name)
+            return 0
+        url = queue.require_url(sqs, settings.SQS_QUEUE_NAME)
+    if not names and deadletter.start_move_task(aws, dlq_url, url):
+        print("Started SQS's move task: every job in %s goes back to %s."
+              % (dlq_name, settings.SQS_QUEUE_NAME))
+        moved = None
+    else:
+        moved = _move_ourselves(sqs, dlq_url, url, names, dlq_name)
+        print("Put %d job%s back on queue %s with %d fresh tries each." % (
+            moved, "" if moved == 1 else "s", settings.SQS_QUEUE_NAME, settings.JOB_RETRIES))
+    _say_if_no_workers(aws, settings)
+    return moved
+
+
+def _move_ourselves(sqs, dlq_url, url, names, dlq_name):
+    with explain("move jobs from %s" % dlq_name):
+        letters = deadletter.peek(sqs, dlq_url)
+        if names:
+            known = {l.name for l in letters}
+            unknown = sorted(set(names) - known)
+            if unknown:
+                deadletter.release(sqs, dlq_url, letters)
+                raise UserError("%s %s not in dead-letter queue %s; nothing was moved. "
+                                "`python run.py failures` lists the jobs there."
+                                % (", ".join(unknown), "is" if len(unknown) == 1 else "are",
+                                   dlq_name))
+            chosen = [l for l in letters if l.name in set(names)]
+            deadletter.release(sqs, dlq_url, [l for l in letters if l.name not in set(names)])
+        else:
+            chosen = letters
+        moved = deadletter.move(sqs, dlq_url, url, chosen)
+    if len(moved) < len(chosen):
+        raise UserError("%d of %d jobs could not be sent and stay in %s; run redrive again."
+                        % (len(chosen) - len(moved), len(chosen), dlq_name))
+    return len(moved)
+
+
+def _say_if_no_workers(aws, settings):
+    service = cluster.describe_service(aws.client("ecs"), settings)
+    if not service or not service.get("desiredCount"):
+        print("No workers are running, so nothing will take these jobs: start them with "
+              "`python run.py startCluster YOUR_FLEET_FILE`, then run monitor.")
