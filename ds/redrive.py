@@ -13,6 +13,8 @@ def redrive(aws, settings, names=()):
             print("Nothing to redrive: dead-letter queue %s is empty or gone." % dlq_name)
             return 0
         url = queue.require_url(sqs, settings.SQS_QUEUE_NAME)
+    fresh_queue = not queue.submitted(sqs, url)
+    waiting = sum(queue.counts(sqs, dlq_url))
     if not names and deadletter.start_move_task(aws, dlq_url, url):
         print("Started SQS's move task: every job in %s goes back to %s."
               % (dlq_name, settings.SQS_QUEUE_NAME))
@@ -21,6 +23,11 @@ def redrive(aws, settings, names=()):
         moved = _move_ourselves(sqs, dlq_url, url, names, dlq_name)
         print("Put %d job%s back on queue %s with %d fresh tries each." % (
             moved, "" if moved == 1 else "s", settings.SQS_QUEUE_NAME, settings.JOB_RETRIES))
+    if fresh_queue:
+        # A queue set up again after monitor's clean-up counts from 0: count the
+        # jobs coming back, so status and monitor have a total to count against.
+        with explain("record the number of redriven jobs on queue %s" % settings.SQS_QUEUE_NAME):
+            queue.add_submitted(sqs, url, waiting if moved is None else moved)
     _say_if_no_workers(aws, settings)
     return moved
 

@@ -54,6 +54,7 @@ def make_project(tmp_path, aws_env, boto, command, groups, visibility=60, dashbo
         if check:
             assert result.returncode == 0, result.stdout + result.stderr
         return result
+    run.dir = tmp_path
     return run
 
 
@@ -100,6 +101,15 @@ def failing_run(tmp_path, aws_env, boto, workers):
     wait_until(lambda: settled(boto("sqs"), 2), 180, "4 jobs done and 2 in the dead-letter queue",
                interval=0.5)
     return run
+
+
+def report_page(run):
+    """`python run.py report`, parsed."""
+    from test_report import Page
+    assert "Run report: ./OpsTest-report.html" in run("report").stdout
+    page = Page()
+    page.feed((run.dir / "OpsTest-report.html").read_text(encoding="utf-8"))
+    return page
 
 
 def failures_json(run):
@@ -158,6 +168,14 @@ def test_failures_status_and_redrive_bring_the_run_to_all_done(failing_run, boto
     assert "6/6 done" in run("status").stdout
     assert "Nothing to redrive" in run("redrive").stdout
 
+    # The report agrees with the START lines and the queues: one bar per logged try.
+    logs = boto("logs")
+    starts = [e for e in logs.filter_log_events(logGroupName="OpsTest")["events"]
+              if " START job " in e["message"]]
+    page = report_page(run)
+    assert len(page.bars) == len(starts) == 10     # 4 jobs x 1, A02 and A03 x (2 + 1)
+    assert (page.ids["done"], page.ids["failed"], page.ids["retried"]) == ("6", "0", "2")
+
 
 def test_redrive_says_when_no_workers_run(tmp_path, aws_env, boto):
     """With the service at 0 workers, redrive says so and names the command that starts them."""
@@ -172,6 +190,8 @@ def test_redrive_says_when_no_workers_run(tmp_path, aws_env, boto):
     assert "Put 1 job back on queue OpsTestQueue" in out
     assert "No workers are running" in out and "python run.py startCluster" in out
     assert counts(sqs, "OpsTestQueue")[0] == 1 and sum(counts(sqs, "OpsTestDeadMessages")) == 0
+    # A freshly set-up queue counts the job coming back, so status has a total.
+    assert "0/1 done" in run("status").stdout
 
 
 def test_dashboard_shows_the_dead_letter_count_beside_the_queue(tmp_path, aws_env, boto):
@@ -216,4 +236,8 @@ def test_a_try_killed_outright_still_shows(tmp_path, aws_env, boto, workers):
         return log if log and log.tries[-1].outcome == "SUCCESS" else None
     log = wait_until(both_tries, 60, "the second try's END line", interval=0.5)
     assert [(t.attempt, t.outcome) for t in log.tries] == [(1, joblog.CUT_OFF), (2, "SUCCESS")]
-    assert log.count() == 2
+    # The report shows the cut-off try beside the one that finished the job.
+    page = report_page(run)
+    bars = sorted(page.bars, key=lambda b: float(b["x"]))   # in time order
+    assert [b["data-outcome"] for b in bars] == [joblog.CUT_OFF, "SUCCESS"]
+    assert page.ids["tries"] == "2"
