@@ -11,7 +11,6 @@ from .errors import UserError
 from .jobs import read_json, write_json
 from .settings import Settings, to_bool
 from . import cluster, cost, dashboard, fleet, logs, queue, report, scalein, wait
-from .cost import ended as _ended
 
 CHEAPEST_AFTER = 15 * 60        # --cheapest: stop replacing machines after this long
 CLUSTER_DRAIN_TIMEOUT = 10 * 60
@@ -143,9 +142,8 @@ class Run:
         return False
 
     def machine_hours(self):
-        """(machine-hours, estimated USD) of every machine seen in this run."""
-        hours, usd, _unpriced = cost.estimate(self.ec2, cost.rows(self.ec2, self.machines))
-        return hours, usd
+        """Hours of every machine this monitor saw, from launch to end (or now)."""
+        return sum(r["hours"] for r in cost.rows(self.ec2, self.machines))
 
     def teardown(self):
         """Remove everything the run created; each step is safe to repeat."""
