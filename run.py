@@ -8,6 +8,8 @@
     python run.py local [files/exampleJob.json]
     python run.py prepare [--key] [--remove]
     python run.py check [files/exampleJob.json] [files/APP_NAMEFleet_REGION.json]
+    python run.py status [MONITORFILE] [--json] | failures [--json] | redrive [JOBNAME ...]
+    python run.py report [MONITORFILE]
 
 The work is done by the ds/ package; this file only reads the command line.
 """
@@ -49,6 +51,17 @@ def parse(argv):
     ch = sub.add_parser("check", help="look for problems in config, files and account (read-only)")
     ch.add_argument("jobfile", nargs="?", default=None)
     ch.add_argument("fleetfile", nargs="?", default=None)
+    st = sub.add_parser("status", help="one screen on a run: progress, failures, machines, cost")
+    st.add_argument("monitorfile", nargs="?", default=None,
+                    help="the file startCluster wrote (default: files/APP_NAMESpotFleetRequestId.json)")
+    st.add_argument("--json", action="store_true", help="print the same as JSON")
+    fa = sub.add_parser("failures", help="jobs in the dead-letter queue, why, and their last log lines")
+    fa.add_argument("--json", action="store_true", help="print the same as JSON")
+    rd = sub.add_parser("redrive", help="put failed jobs (all, or the named ones) back on the queue")
+    rd.add_argument("jobnames", nargs="*", metavar="JOBNAME")
+    rp = sub.add_parser("report", help="write the run report (HTML) here and to the bucket")
+    rp.add_argument("monitorfile", nargs="?", default=None,
+                    help="the file startCluster wrote (default: files/APP_NAMESpotFleetRequestId.json)")
     return p.parse_args(argv)
 
 

@@ -146,7 +146,10 @@ class Session:
         self._clients = {}
         self.patience = Patience()
 
-    def client(self, service):
+    def client(self, service, config=None):
+        """The shared client; `config` gives a separate one with other settings."""
+        if config is not None:
+            return self._boto.client(service, config=CLIENT_CONFIG.merge(config))
         if service not in self._clients:
             self._clients[service] = PatientClient(
                 self._boto.client(service, config=CLIENT_CONFIG), self.patience)

@@ -39,4 +39,7 @@ def _run(settings, args):
     elif args.command == "check":
         from . import check
         return check.main(aws, settings, args.config, args.jobfile, args.fleetfile)
+    elif args.command in ("status", "failures", "redrive", "report"):
+        from . import operate
+        operate.dispatch(aws, settings, args)
     return 0

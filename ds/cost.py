@@ -5,8 +5,15 @@ jobs carry no durations, so a run's length cannot be estimated up front.
 The estimate uses the lowest current spot price of MACHINE_TYPE in the
 region, not each machine's own price, so it is a floor-ish guess; the
 ceiling at MACHINE_PRICE is printed next to it. See documentation/costs.md.
+
+`status` estimates more closely: each running machine's hours times the latest
+spot price of its own type and zone (still an estimate: AWS bills the price
+of each hour as it passes).
 """
 import datetime
+import re
+
+from . import fleet
 
 
 def _plural(n, word):
@@ -41,3 +48,66 @@ def estimate_line(hours, spot_price, cap):
         return "Estimated cost: %s (current spot prices could not be read)." % ceiling
     return ("Estimated cost: about $%.2f at the lowest current spot price ($%.4g per "
             "machine-hour), %s." % (hours * spot_price, spot_price, ceiling))
+
+
+def ended(instance):
+    """When a stopped or terminated instance ended, from its transition reason."""
+    if instance["State"]["Name"] not in ("shutting-down", "terminated", "stopped", "stopping"):
+        return None
+    m = re.search(r"\((\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) (?:GMT|UTC)\)",
+                  instance.get("StateTransitionReason", ""))
+    if not m:
+        return None
+    return datetime.datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S").replace(
+        tzinfo=datetime.timezone.utc)
+
+
+def machines(ec2, fleet_id):
+    """The fleet's active machines: id, type, zone, state and hours so far."""
+    if not fleet_id or not fleet.describe(ec2, fleet_id):
+        return []
+    return rows(ec2, fleet.instances(ec2, fleet_id))
+
+
+def rows(ec2, ids):
+    """id, type, zone, state and hours so far of these machines."""
+    if not ids:
+        return []
+    now = datetime.datetime.now(datetime.timezone.utc)
+    found = []
+    pages = ec2.get_paginator("describe_instances").paginate(
+        Filters=[{"Name": "instance-id", "Values": sorted(ids)}])
+    for page in pages:
+        for res in page["Reservations"]:
+            for inst in res["Instances"]:
+                up = (ended(inst) or now) - inst["LaunchTime"]
+                found.append({"id": inst["InstanceId"], "type": inst["InstanceType"],
+                              "zone": inst.get("Placement", {}).get("AvailabilityZone", "?"),
+                              "state": inst["State"]["Name"],
+                              "hours": max(up.total_seconds(), 0) / 3600})
+    return found
+
+
+def spot_prices(ec2, pairs):
+    """{(type, zone): latest spot price in USD/hour} for Linux machines."""
+    prices = {}
+    for machine_type, zone in sorted(pairs):
+        try:
+            found = ec2.describe_spot_price_history(
+                InstanceTypes=[machine_type], AvailabilityZone=zone, MaxResults=10,
+                ProductDescriptions=["Linux/UNIX", "Linux/UNIX (Amazon VPC)"])["SpotPriceHistory"]
+        except Exception:  # a price we cannot read leaves the estimate short, said below
+            continue
+        if found:
+            latest = max(found, key=lambda p: p["Timestamp"])
+            prices[(machine_type, zone)] = float(latest["SpotPrice"])
+    return prices
+
+
+def estimate(ec2, rows):
+    """(machine-hours, estimated USD, machines without a price)."""
+    prices = spot_prices(ec2, {(r["type"], r["zone"]) for r in rows})
+    hours = sum(r["hours"] for r in rows)
+    cost = sum(r["hours"] * prices.get((r["type"], r["zone"]), 0.0) for r in rows)
+    unpriced = sum(1 for r in rows if (r["type"], r["zone"]) not in prices)
+    return hours, cost, unpriced

@@ -25,7 +25,7 @@ import time
 
 from .aws import Session
 from .errors import UserError
-from . import cluster, commands, fleet, jobs, monitor, queue, records
+from . import cluster, commands, failures, fleet, joblog, jobs, monitor, queue, records
 from .settings import Settings
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -33,7 +33,7 @@ RUN_DIR = os.path.join(REPO, ".local-run")
 POLL_SECONDS = 1           # the monitor's poll in local runs
 RECONCILE_SECONDS = 0.5    # how often the launcher compares desired and running workers
 STOP_GRACE = 20            # seconds a worker gets to release its job after SIGTERM
-LOG_TAIL = 8               # lines of a failed job's log shown in the summary
+LOG_TAIL = failures.TAIL    # lines of a failed job's log shown in the summary
 MAX_FAILURES_SHOWN = 3     # failed jobs whose log tail the summary shows
 QUICK_EXIT = 5             # a worker that exits sooner than this many seconds...
 MAX_QUICK_EXITS = 3        # ...this many times in a row cannot start: stop the run
@@ -264,47 +264,24 @@ def download_outputs(s3, locations, out_dir):
     return count
 
 
-def job_reports(logs, group):
-    """Per job stream: the END records and the log lines, from CloudWatch Logs."""
-    reports = {}
-    pages = logs.get_paginator("filter_log_events").paginate(logGroupName=group)
-    for page in pages:
-        for event in page["events"]:
-            r = reports.setdefault(event["logStreamName"], {"lines": [], "ends": []})
-            r["lines"].extend(event["message"].rstrip("\n").split("\n"))
-            words = event["message"].split()
-            if "END" in words and "outcome" in words:
-                fields = dict(zip(words[words.index("END") + 1::2],
-                                  words[words.index("END") + 2::2]))
-                r["ends"].append(fields)
-    return {k: v for k, v in reports.items() if v["ends"] or any(
-        " START " in " %s " % line for line in v["lines"])}
-
-
-def summarize(reports, submitted, succeeded, wall, out_dir, n_files, queue_done=None):
+def summarize(tries, failed_jobs, submitted, done, wall, out_dir, n_files, report_path,
+              from_queue=False):
     """Print the summary; return the number of jobs not done.
 
-    `succeeded` counts the done records: the logs may have lost a line in an
-    AWS storm, the records cannot (the worker writes them before the delete).
-    None (an image with its own worker writes no records): count the logs, or,
-    where it writes no START/END lines either (a DS-family app's worker), the
-    queue (`queue_done`).
+    `done` comes from the done records (the queue where an image's own worker
+    writes none), never from END lines, which a killed try does not leave. `tries` (the
+    job logs) gives the durations; `failed_jobs` (failures.collect) the
+    dead-letter queue's jobs with their tries and log tails.
     """
-    ok = {k: r for k, r in reports.items() if r["ends"] and r["ends"][-1]["outcome"] in
-          ("SUCCESS", "SKIPPED-already-done", "SKIPPED-duplicate")}
-    from_queue = succeeded is None and not reports and queue_done is not None
-    if succeeded is None:
-        succeeded = queue_done if from_queue else len(ok)
-    failed = {k: r for k, r in reports.items() if k not in ok} if succeeded < submitted else {}
-    durations = sorted(float(e["duration"].rstrip("s")) for r in ok.values()
-                       for e in r["ends"][-1:] if "duration" in e)
+    durations = sorted(t.seconds() for log in tries.values() for t in log.tries
+                       if t.outcome in joblog.DONE_OUTCOMES and t.seconds() is not None)
     print()
     print("Summary of the local run")
     print("  jobs submitted   %d" % submitted)
-    print("  succeeded        %d" % succeeded)
-    print("  failed           %d" % (submitted - succeeded))
-    if failed:
-        print("  failed jobs      %s" % ", ".join(sorted(failed)))
+    print("  succeeded        %d" % done)
+    print("  failed           %d" % (submitted - done))
+    if failed_jobs:
+        print("  failed jobs      %s" % ", ".join(j["job"] for j in failed_jobs))
     if from_queue:
         print("  (counted from the queue: the image's worker writes no job records)")
     print("  wall time        %.1f s" % wall)
@@ -312,16 +289,21 @@ def summarize(reports, submitted, succeeded, wall, out_dir, n_files, queue_done=
         print("  per job          min %.2f s, median %.2f s, max %.2f s"
               % (durations[0], statistics.median(durations), durations[-1]))
     print("  outputs          %d file%s in %s" % (n_files, "" if n_files == 1 else "s", out_dir))
-    shown = sorted(failed.items())[:MAX_FAILURES_SHOWN]
-    for name, r in shown:
+    print("  run report       %s" % report_path)
+    shown = failed_jobs[:MAX_FAILURES_SHOWN]
+    for job in shown:
         print()
-        print("Job %s failed (%d tries). Last lines of its log:" % (name, len(r["ends"])))
-        for line in r["lines"][-LOG_TAIL:]:
+        print("Job %s failed (%s tries). Last lines of its log:"
+              % (job["job"], "?" if job["tries"] is None else job["tries"]))
+        for line in job["log_tail"][-LOG_TAIL:]:
             print("  | " + line)
-    if len(failed) > len(shown):
+        if job["hint"]:
+            print("  hint: " + job["hint"])
+    if len(failed_jobs) > len(shown):
         print("\n...and %d more failed jobs; their logs are in the worker logs' CloudWatch "
-              "streams (exported to the bucket's exportedlogs/ folder)." % (len(failed) - len(shown)))
-    return submitted - succeeded
+              "streams (exported to the bucket's exportedlogs/ folder)."
+              % (len(failed_jobs) - len(shown)))
+    return submitted - done
 
 
 def container_engine():
@@ -393,14 +375,20 @@ def _run(aws, s, args, bodies, launcher, workdir, began):
     monitor_file = os.path.join(workdir, "monitor.json")
     launcher.fleet_id = commands.start_cluster(aws, s, fleet_file, timeout=60,
                                                monitor_path=monitor_file, local=True)
-    queue_done = monitor.monitor(aws, s, monitor_file, poll_seconds=POLL_SECONDS,
-                                 live=sys.stdout.isatty(), check=lambda: _launcher_ok(launcher))
+    result = monitor.monitor(aws, s, monitor_file, poll_seconds=POLL_SECONDS,
+                             live=sys.stdout.isatty(), check=lambda: _launcher_ok(launcher),
+                             report_dir=args.out)
     launcher.stop()
-    reports = job_reports(aws.client("logs"), s.LOG_GROUP_NAME)
+    tries = joblog.read(aws.client("logs"), s.LOG_GROUP_NAME)
+    failed_jobs = failures.collect(aws, s)
     n_files = download_outputs(s3, locations, args.out)
-    done = len(records.done_keys(s3, s.AWS_BUCKET, s.APP_NAME, run_id) & keys)
-    failed = summarize(reports, len(keys), done if s.COMMAND else None,
-                       time.monotonic() - began, args.out, n_files, queue_done)
+    # Done comes from the done records; an image with its own worker (no COMMAND)
+    # writes none, so its jobs are counted from the queue.
+    from_queue = not s.COMMAND
+    done = result["done"] if from_queue else len(
+        records.done_keys(s3, s.AWS_BUCKET, s.APP_NAME, run_id) & keys)
+    failed = summarize(tries, failed_jobs, len(keys), done, time.monotonic() - began,
+                       args.out, n_files, result["report"], from_queue)
     return 1 if failed else 0
 
 

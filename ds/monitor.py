@@ -3,8 +3,6 @@
 Every step re-reads AWS and tolerates resources already gone, so monitor can
 be stopped and started again at any point, and run again after the end.
 """
-import datetime
-import re
 import sys
 import time
 
@@ -12,7 +10,7 @@ from .aws import explain
 from .errors import UserError
 from .jobs import read_json, write_json
 from .settings import Settings, to_bool
-from . import cluster, cost, dashboard, fleet, logs, queue, scalein, wait
+from . import cluster, cost, dashboard, fleet, logs, queue, report, scalein, wait
 
 CHEAPEST_AFTER = 15 * 60        # --cheapest: stop replacing machines after this long
 CLUSTER_DRAIN_TIMEOUT = 10 * 60
@@ -157,18 +155,8 @@ class Run:
         return False
 
     def machine_hours(self):
-        if not self.machines:
-            return 0.0
-        now = datetime.datetime.now(datetime.timezone.utc)
-        pages = self.ec2.get_paginator("describe_instances").paginate(
-            Filters=[{"Name": "instance-id", "Values": sorted(self.machines)}])
-        hours = 0.0
-        for page in pages:
-            for res in page["Reservations"]:
-                for inst in res["Instances"]:
-                    up = (_ended(inst) or now) - inst["LaunchTime"]
-                    hours += max(up.total_seconds(), 0) / 3600
-        return hours
+        """Hours of every machine this monitor saw, from launch to end (or now)."""
+        return sum(r["hours"] for r in cost.rows(self.ec2, self.machines))
 
     def teardown(self):
         """Remove everything the run created; each step is safe to repeat."""
@@ -217,18 +205,6 @@ class Run:
             self.s3.delete_object(Bucket=self.s.AWS_BUCKET, Key=key)
 
 
-def _ended(instance):
-    """When a stopped or terminated instance ended, from its transition reason."""
-    if instance["State"]["Name"] not in ("shutting-down", "terminated", "stopped", "stopping"):
-        return None
-    m = re.search(r"\((\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) (?:GMT|UTC)\)",
-                  instance.get("StateTransitionReason", ""))
-    if not m:
-        return None
-    return datetime.datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S").replace(
-        tzinfo=datetime.timezone.utc)
-
-
 def _instances_gone(ecs, name):
     found = ecs.describe_clusters(clusters=[name])["clusters"]
     return not found or not found[0].get("registeredContainerInstancesCount")
@@ -256,10 +232,11 @@ class StatusLine:
 
 
 def monitor(aws, settings, path, cheapest=False, poll_seconds=None, live=False,
-            check=lambda: None):
+            check=lambda: None, report_dir="."):
     """Watch the run until its queue is empty, then tear it down and summarize.
-    Returns the number of jobs done, as the queue counts them (None if the run
-    was already cleaned up).
+    Returns {"done", "failed", "report"}: the jobs done as the queue counts them,
+    those in the dead-letter queue, and the report's path (None if the run was
+    already cleaned up).
 
     `check` is called every poll and may raise to abort (local runs use it to
     notice workers that cannot start).
@@ -298,11 +275,20 @@ def monitor(aws, settings, path, cheapest=False, poll_seconds=None, live=False,
     run.teardown()
     logs.export(run.logs, s.LOG_GROUP_NAME, s.AWS_BUCKET, s.APP_NAME, started * 1000)
     hours = run.machine_hours()
+    spot = cost.lowest_spot_price(run.ec2, s.MACHINE_TYPE)
+    page = None
+    try:
+        page = report.write(aws, s, report_dir, done, dead, hours,
+                            None if spot is None else hours * spot)
+        print("Run report: %s (a copy is in s3://%s/%s)." % (page, s.AWS_BUCKET,
+                                                             report.bucket_key(s)))
+    except (UserError, OSError) as e:  # the run itself is finished and cleaned up
+        print("Could not write the run report (%s); `python run.py report` writes it later."
+              % e)
     print("Run %s finished: %s, %.2f machine-hours." % (s.APP_NAME, _counts(done, dead), hours))
-    print(cost.estimate_line(hours, cost.lowest_spot_price(run.ec2, s.MACHINE_TYPE),
-                             s.MACHINE_PRICE))
+    print(cost.estimate_line(hours, spot, s.MACHINE_PRICE))
     mark_finished(path)
-    return done
+    return {"done": done, "failed": dead, "report": page}
 
 
 def _counts(done, dead):

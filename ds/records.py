@@ -58,3 +58,26 @@ def failed_keys(s3, bucket, app_name, run_id):
 def run_id(sqs, queue_url):
     """The run id that setup stored on the job queue, or None."""
     return sqs.list_queue_tags(QueueUrl=queue_url).get("Tags", {}).get(RUN_ID_TAG)
+
+
+def clear_failures(s3, bucket, app_name, run_id, keys):
+    """Forget how often these jobs' tools failed, so that jobs put back on the
+    queue (redrive) get their JOB_RETRIES tries anew."""
+    prefix = failed_prefix(app_name, run_id)
+    names = sorted(keys)
+    for i in range(0, len(names), 1000):  # delete_objects takes at most 1000 keys
+        s3.delete_objects(Bucket=bucket, Delete={"Quiet": True, "Objects": [
+            {"Key": prefix + k} for k in names[i:i + 1000]]})
+
+
+def keys_of(bodies):
+    """The job keys of message bodies (those that carry one)."""
+    keys = set()
+    for body in bodies:
+        try:
+            key = json.loads(body).get(KEY_FIELD)
+        except (ValueError, AttributeError):
+            continue
+        if key:
+            keys.add(key)
+    return keys

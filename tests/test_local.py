@@ -72,6 +72,9 @@ def test_example_runs_locally_with_no_aws_account(user_env, tmp_path):
     assert "per job          min" in result.stdout
     assert str(out) in result.stdout
     assert "Traceback" not in result.stderr
+    # Only what is true of a local run: no console, no history, no monitor to run by hand.
+    for aws_only in ("CloudWatch console", "event history", "Next: python run.py monitor"):
+        assert aws_only not in result.stdout + result.stderr
 
 
 def config_with(tmp_path, **changes):

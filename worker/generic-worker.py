@@ -48,6 +48,11 @@ MAX_BACKOFF = 60.0
 # retrying at once in a storm only adds to it.
 AWS_TROUBLE_DELAY = 10
 RECORDS = "ds-records"  # the layout is ds/records.py's; keep them in step
+# Seconds between CloudWatch sends. watchtower's default (60 s) holds a try's
+# lines until it ends, so a try killed outright (SIGKILL, a lost machine, an
+# OOM kill) would leave no line at all; status, failures and the run report
+# need its START line within seconds.
+LOG_SEND_INTERVAL = 2
 
 LOG = logging.getLogger("ds.worker")
 
@@ -127,8 +132,8 @@ class Worker(object):
         self.stop = threading.Event()
         self.job = None
         self._log_group_ready = False
-        self.tag = "[%s %s:%d]" % (settings.app_name, socket.gethostname(),
-                                   os.getpid())
+        self.worker_id = "%s:%d" % (socket.gethostname(), os.getpid())
+        self.tag = "[%s %s]" % (settings.app_name, self.worker_id)
         self.busy = busy.BusyRecord(self.s3, settings.bucket,
                                     settings.app_name, settings.instance_id,
                                     LOG)
@@ -155,7 +160,8 @@ class Worker(object):
             try:
                 return watchtower.CloudWatchLogHandler(
                     log_group_name=self.s.log_group, log_stream_name=name,
-                    boto3_client=self.logs, create_log_group=False)
+                    boto3_client=self.logs, create_log_group=False,
+                    send_interval=LOG_SEND_INTERVAL)
             except TypeError:
                 # watchtower < 1.0 (the Python 2.7 image) spells the kwargs
                 # differently and builds its own client from a session,
@@ -163,7 +169,7 @@ class Worker(object):
                 # makes no call before the first send, so swap ours in.
                 handler = watchtower.CloudWatchLogHandler(
                     log_group=self.s.log_group, stream_name=name,
-                    create_log_group=False)
+                    create_log_group=False, send_interval=LOG_SEND_INTERVAL)
                 handler.cwl_client = self.logs
                 return handler
         except Exception as e:  # CloudWatch trouble must not stop the work
@@ -267,8 +273,9 @@ class Worker(object):
             if cw is not None:
                 cw.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
                 log.addHandler(cw)
-            log.info("START job %s attempt %s message %s", job.name,
-                     job.attempt, message.get("MessageId"))
+            # The worker names the report's timeline row of this try.
+            log.info("START job %s attempt %s message %s worker %s", job.name,
+                     job.attempt, message.get("MessageId"), self.worker_id)
             if parsed is None:
                 raise error
             outcome, exit_code, tool_seconds = self.work(job, parsed, log)
