@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from conftest import REPO, run_py, write_json
+from conftest import REPO, real_fleet, run_py, write_json
 from test_user_errors import one_line_error
 from test_steps import FLEET
 from worker_helpers import Proc, s3_keys
@@ -221,6 +221,7 @@ def test_ds_style_worker_runs_with_the_registered_environment(tmp_path, aws_env,
     s3 = boto("s3")
     s3.create_bucket(Bucket="dcp-test-bucket")
     user = project(tmp_path, aws_env, FIXTURE_CONFIG)
+    write_json(tmp_path / "files" / "fleet.json", real_fleet(boto, FLEET))
     user("setup")
     assert "Queued 6 jobs" in user("submitJob", "files/job.json").stdout
     user("startCluster", "files/fleet.json")

@@ -9,7 +9,7 @@ import signal
 
 import pytest
 
-from conftest import run_py, write_json
+from conftest import real_fleet, run_py, write_json
 from worker_helpers import s3_keys, wait_until
 
 BUCKET = "ops-test-bucket"
@@ -45,7 +45,7 @@ def make_project(tmp_path, aws_env, boto, command, groups, visibility=60, dashbo
                                 "visibility": visibility, "dashboard": dashboard})
     (tmp_path / "files").mkdir()
     write_json(tmp_path / "files" / "job.json", {"plate": "P1", "groups": groups})
-    write_json(tmp_path / "files" / "fleet.json", FLEET)
+    write_json(tmp_path / "files" / "fleet.json", real_fleet(boto, FLEET))
     boto("s3").create_bucket(Bucket=BUCKET)
 
     def run(*args, check=True):
@@ -155,6 +155,11 @@ def test_failures_status_and_redrive_bring_the_run_to_all_done(failing_run, boto
     assert "Traceback" not in bad.stderr
     assert sum(counts(sqs, "OpsTestDeadMessages")) == 2 and counts(sqs, "OpsTestQueue") == (0, 0)
 
+    # The worker counted both jobs' failures; a redriven job's count starts again.
+    from ds import records
+    run_id = records.run_id(sqs, sqs.get_queue_url(QueueName="OpsTestQueue")["QueueUrl"])
+    assert len(records.failed_keys(s3, BUCKET, "OpsTest", run_id)) == 2
+
     # Fix both causes, redrive one job by name, then the rest.
     s3.put_object(Bucket=BUCKET, Key="data/A02.txt", Body=b"A02")
     s3.put_object(Bucket=BUCKET, Key="data/A03.txt", Body=b"A03")
@@ -166,6 +171,7 @@ def test_failures_status_and_redrive_bring_the_run_to_all_done(failing_run, boto
     wait_until(lambda: settled(sqs, 0) and len(s3_keys(s3, BUCKET, "out/")) == 6, 120,
                "all six outputs")
     assert "6/6 done" in run("status").stdout
+    assert records.failed_keys(s3, BUCKET, "OpsTest", run_id) == set()
     assert "Nothing to redrive" in run("redrive").stdout
 
     # The report agrees with the START lines and the queues: one bar per logged try.

@@ -13,7 +13,7 @@ import time
 import boto3
 import pytest
 
-from conftest import REGION, run_py
+from conftest import REGION, real_fleet, run_py
 from faultproxy import FaultProxy
 import storm_helpers as sh
 from worker_helpers import Proc, queue_counts, wait_until
@@ -161,7 +161,7 @@ def test_killed_workers_spend_no_retries(aws_env, tmp_path, workers):
     assert records.failed_keys(s3, sh.BUCKET, "Killed", run_id) == {key}
 
 
-def test_monitor_survives_a_minute_of_failing_calls(aws_env, emulator, tmp_path, workers):
+def test_monitor_survives_a_minute_of_failing_calls(aws_env, emulator, tmp_path, workers, boto):
     with FaultProxy(emulator) as proxy:
         env = dict(aws_env, AWS_ENDPOINT_URL=proxy.url)
         config, _worker = setup_run(tmp_path, env, "Patient", COMMAND="true", MONITOR_TIME=2,
@@ -169,7 +169,7 @@ def test_monitor_survives_a_minute_of_failing_calls(aws_env, emulator, tmp_path,
         fleet = {"IamFleetRole": "arn:aws:iam::123456789012:role/fleet",
                  "AllocationStrategy": "lowestPrice", "Type": "maintain",
                  "LaunchSpecifications": [{"ImageId": "ami-12c6146b", "KeyName": "k"}]}
-        (tmp_path / "fleet.json").write_text(json.dumps(fleet))
+        (tmp_path / "fleet.json").write_text(json.dumps(real_fleet(boto, fleet)))
         result = run_py(["--config", config, "startCluster", str(tmp_path / "fleet.json")],
                         env, cwd=str(tmp_path))
         assert result.returncode == 0, result.stdout + result.stderr
@@ -191,14 +191,14 @@ def test_monitor_survives_a_minute_of_failing_calls(aws_env, emulator, tmp_path,
     assert "Run Patient finished" in out and "Traceback" not in out
 
 
-def test_start_cluster_rerun_finishes_a_start_cut_short(aws_env, tmp_path):
+def test_start_cluster_rerun_finishes_a_start_cut_short(aws_env, tmp_path, boto):
     """AWS failed (or Ctrl-C) after the fleet was requested: a rerun uses that fleet."""
     config, _worker = setup_run(tmp_path, aws_env, "Restart", COMMAND="true",
                                 CREATE_DASHBOARD="False", CLUSTER_MACHINES=2)
     fleet = {"IamFleetRole": "arn:aws:iam::123456789012:role/fleet",
              "AllocationStrategy": "lowestPrice", "Type": "maintain",
              "LaunchSpecifications": [{"ImageId": "ami-12c6146b", "KeyName": "k"}]}
-    (tmp_path / "fleet.json").write_text(json.dumps(fleet))
+    (tmp_path / "fleet.json").write_text(json.dumps(real_fleet(boto, fleet)))
     first = run_py(["--config", config, "startCluster", str(tmp_path / "fleet.json")],
                    aws_env, cwd=str(tmp_path))
     assert first.returncode == 0, first.stdout + first.stderr
