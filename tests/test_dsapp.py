@@ -304,17 +304,6 @@ def test_ds_style_image_runs_with_local_docker(tmp_path, user_env):
         in result.stdout
 
 
-def test_ds_style_image_missing_a_knob_stops_the_run_naming_it(tmp_path, user_env):
-    image = _fixture_image()
-    text = FIXTURE_CONFIG.replace("MY_NAME = 'the fixture app'\n", "") + \
-        "DOCKERHUB_TAG = %r\n" % image
-    result = local_docker(tmp_path, user_env, text)
-    assert "Traceback" not in result.stderr, result.stdout + result.stderr
-    line = one_line_error(result)
-    assert "Could not start local workers" in line and "KeyError: 'MY_NAME'" in line, \
-        result.stdout + result.stderr
-
-
 def test_the_container_engines_notes_are_not_quoted_as_the_workers_last_words(tmp_path):
     from ds.local import _last_line
     log = tmp_path / "task1.log"
