@@ -21,7 +21,8 @@ HINTS = [
      "exit 127: command not found; check COMMAND in config.py and that the tool is in the image"),
     (lambda t, text: t is not None and t.outcome in (joblog.CUT_OFF, None),
      "a try was cut off (worker stopped, machine lost or container killed) before it could "
-     "log its end; look at the machine's log stream (LOG_GROUP_NAME_perInstance)"),
+     "log its end; look at the container's log stream (APP_NAME/APP_NAME/<task id> in "
+     "LOG_GROUP_NAME)"),
 ]
 
 
