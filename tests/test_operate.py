@@ -193,7 +193,7 @@ def test_redrive_says_when_no_workers_run(tmp_path, aws_env, boto):
     sqs.send_message(QueueUrl=dlq, MessageBody=json.dumps(
         {"plate": "P1", "group": {"well": "A01", "input": "data/none.txt", "output": "out/A01"}}))
     out = run("redrive").stdout
-    assert "Put 1 job back on queue OpsTestQueue" in out
+    assert "Put 1 job back on queue OpsTestQueue with 2 fresh tries each." in out
     assert "No workers are running" in out and "python run.py startCluster" in out
     assert counts(sqs, "OpsTestQueue")[0] == 1 and sum(counts(sqs, "OpsTestDeadMessages")) == 0
     # A freshly set-up queue counts the job coming back, so status has a total.
