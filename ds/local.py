@@ -300,8 +300,8 @@ def summarize(tries, failed_jobs, submitted, done, wall, out_dir, n_files, repor
         if job["hint"]:
             print("  hint: " + job["hint"])
     if len(failed_jobs) > len(shown):
-        print("\n...and %d more failed jobs; their logs are in the worker logs' CloudWatch "
-              "streams (exported to the bucket's exportedlogs/ folder)."
+        print("\n...and %d more failed jobs; the run report shows the last lines of every "
+              "failed job's log."
               % (len(failed_jobs) - len(shown)))
     return submitted - done
 
