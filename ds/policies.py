@@ -30,6 +30,10 @@ def worker(settings, account):
         {"Effect": "Allow",
          "Action": ["sqs:ReceiveMessage", "sqs:ChangeMessageVisibility", "sqs:DeleteMessage"],
          "Resource": "arn:aws:sqs:%s:%s:%s" % (region, account, settings.SQS_QUEUE_NAME)},
+        # The worker moves a job whose tool failed JOB_RETRIES times there itself.
+        {"Effect": "Allow", "Action": "sqs:SendMessage",
+         "Resource": "arn:aws:sqs:%s:%s:%s" % (region, account,
+                                              settings.dead_letter_queue_name)},
         # DeleteObject: the worker clears its machine's busy record (busy/APP_NAME/...).
         {"Effect": "Allow", "Action": ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"],
          "Resource": "arn:aws:s3:::%s/*" % settings.AWS_BUCKET},

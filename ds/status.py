@@ -35,12 +35,15 @@ def jobs(aws, settings):
     visible, in_flight = queue.counts(sqs, url)
     dead = dead_letters(aws, settings)
     total = queue.submitted(sqs, url)
+    # Every submitted job is queued, in flight, dead or deleted; workers delete
+    # a message only after its outputs are uploaded (or, for a second copy of a
+    # job already done, unrun: the records count that job once, the total twice).
+    deleted = max(total - visible - in_flight - dead, 0)
     done = done_from_records(aws, settings, url)
     source = "done records"
     if done is None:
-        # Every submitted job is queued, in flight, dead or deleted; workers
-        # delete a message only after its outputs are uploaded.
-        done, source = max(total - visible - in_flight - dead, 0), "queue counts"
+        done, source = deleted, "queue counts"
+    done = max(done, deleted)
     return {"total": total, "done": done, "done_from": source, "queued": visible,
             "running": in_flight, "failed": dead}
 
