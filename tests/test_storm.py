@@ -111,6 +111,11 @@ def test_the_same_job_submitted_twice_runs_once(aws_env, tmp_path, workers):
     done = records.done_keys(clients(aws_env["AWS_ENDPOINT_URL"])("s3"), sh.BUCKET, "Twice",
                              worker["RUN_ID"])
     assert done == job_keys(path)
+    # status counts the job once although the total counts both messages
+    status = run_py(["--config", config, "status", "--json"], aws_env, cwd=str(tmp_path))
+    assert status.returncode == 0, status.stdout + status.stderr
+    jobs = json.loads(status.stdout)["jobs"]
+    assert (jobs["done"], jobs["total"]) == (2, 2), jobs
 
 
 def test_killed_workers_spend_no_retries(aws_env, tmp_path, workers):
