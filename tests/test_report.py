@@ -75,12 +75,19 @@ def test_report_has_one_bar_per_try_and_the_run_numbers(failing_local_run):
     page.feed(text)
     assert page.external == []        # self-contained: opens offline
     assert "url(" not in text and "@import" not in text
-    outcomes = sorted(b["data-outcome"] for b in page.bars)
-    assert outcomes == ["FAILED"] * 2 + ["SUCCESS"] * 12
+    outcomes = [b["data-outcome"] for b in page.bars]
+    # Z99 fails exactly JOB_RETRIES times and every other job succeeds once. On a
+    # loaded machine a try may also be interrupted (a scale-in racing a retry, a
+    # lease lost); such a try is a bar of its own, never a success or a failure.
+    assert outcomes.count("FAILED") == 2 and outcomes.count("SUCCESS") == 12, outcomes
+    assert set(outcomes) <= {"FAILED", "SUCCESS", "CUT-OFF", "no END"}, outcomes
     # The numbers agree with the local summary printed by the same run.
     assert "succeeded        12" in result.stdout and "failed           1" in result.stdout
+    jobs_tried = [t.split(", try ")[0] for t in page.titles if ", try " in t]
+    retried = {j for j in jobs_tried if jobs_tried.count(j) > 1}
+    assert "Z99" in retried and len(jobs_tried) == len(page.bars)
     assert (page.ids["done"], page.ids["failed"], page.ids["retried"], page.ids["tries"]) == \
-        ("12", "1", "1", "14")
+        ("12", "1", str(len(retried)), str(len(page.bars)))
     assert any(t.startswith("Z99, try 2: FAILED") for t in page.titles), page.titles
     failures = text.split('id="failures"')[1]
     assert "Z99" in failures and "Z99.csv" in failures    # its log tail
@@ -140,7 +147,9 @@ def test_report_renders_in_a_headless_browser(failing_local_run, tmp_path):
     dom = subprocess.run(common + ["--dump-dom", path.as_uri()], capture_output=True,
                          text=True, timeout=120)
     assert dom.returncode == 0, dom.stderr
-    assert dom.stdout.count('class="try"') == 14
+    page = Page()
+    page.feed(path.read_text(encoding="utf-8"))
+    assert dom.stdout.count('class="try"') == len(page.bars) >= 14
     assert "CONSOLE" not in dom.stderr and "Uncaught" not in dom.stderr, dom.stderr
     shot = tmp_path / "report.png"
     r = subprocess.run(common + ["--screenshot=%s" % shot, path.as_uri()], capture_output=True,
