@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import zipfile
 import io
 
@@ -213,3 +214,56 @@ def _refused_port():
     s.bind(("127.0.0.1", 0))
     _refused_port.keep = s  # bound, never listening: connections are refused
     return "http://127.0.0.1:%d" % s.getsockname()[1]
+
+
+def test_laptop_monitor_beside_the_ticks_ends_in_the_same_place(project, boto):
+    start(project)
+    logs = boto("logs")  # a line as a worker writes it, for the export to carry
+    logs.create_log_stream(logGroupName=APP, logStreamName="Plate1-A01")
+    logs.put_log_events(logGroupName=APP, logStreamName="Plate1-A01", logEvents=[
+        {"timestamp": int(time.time() * 1000), "message": "END job Plate1-A01"}])
+    monitor_file = str(project.dir / "files" / (APP + "SpotFleetRequestId.json"))
+    laptop = subprocess.Popen(
+        [sys.executable, os.path.join(REPO, "run.py"), "monitor", monitor_file],
+        cwd=str(project.dir), env=project.env, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True)
+    try:
+        sqs = boto("sqs")
+        url = sqs.get_queue_url(QueueName=APP + "Queue")["QueueUrl"]
+        aws = session()
+        taken = 0
+        # act as the workers, a few jobs between ticks, while the laptop ticks too
+        while taken < len(WELLS):
+            for m in sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=2).get(
+                    "Messages", []):
+                sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
+                taken += 1
+            if taken < len(WELLS):  # jobs left: a look, never the end
+                assert automonitor.tick(aws, BUCKET, KEY) is False
+        tick_until_gone(aws)
+        out = laptop.communicate(timeout=120)[0]
+    finally:
+        if laptop.poll() is None:
+            laptop.kill()
+            laptop.communicate()
+    assert laptop.returncode == 0, out
+    assert "Run %s monitors itself on AWS (s3://%s/%s)" % (APP, BUCKET, KEY) in out
+    assert "Traceback" not in out
+    assert_account_empty(boto)
+    # either may say it finished; a later monitor only says nothing is left
+    again = project("monitor", monitor_file)
+    assert "Nothing is left of run %s: it was already cleaned up." % APP in again.stdout
+
+
+def test_local_run_drives_the_ticks_in_process(project, boto):
+    (project.dir / "files" / "exampleData").mkdir()
+    result = run_py(["local", "files/job.json", "--data", os.path.join(REPO, "files",
+                                                                       "exampleData"),
+                     "--out", str(project.dir / "out"), "--workers", "2"],
+                    project.env, cwd=str(project.dir), timeout=240)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "The run monitors itself" in result.stdout
+    assert "Run %s monitors itself on AWS" % APP in result.stdout
+    assert "Removed the schedule %sAutoMonitorSchedule." % APP in result.stdout
+    assert "succeeded        %d" % len(WELLS) in result.stdout
+    assert_account_empty(boto)
