@@ -101,12 +101,27 @@ def start_workers(project, boto, count=2):
         project.dir / ("worker%d.log" % i)) for i in range(count)]
 
 
-def tick_until_gone(aws, limit=200):
-    """The schedule's part: tick until the run is gone; returns the number of ticks."""
+def tick_until_gone(limit=200):
+    """The schedule's part: call the handler until the run is gone; returns the ticks."""
     for n in range(1, limit + 1):
-        if automonitor.tick(aws, BUCKET, KEY):
+        if automonitor.handler({"bucket": BUCKET, "key": KEY}, None)["finished"]:
             return n
     raise AssertionError("the run was not gone after %d ticks" % limit)
+
+
+def packaged_tick(tmp_path, env):
+    """One tick by the handler of the deployment package, unpacked, in a process
+    that has nothing else of this repository."""
+    pkg = tmp_path / "pkg"
+    zipfile.ZipFile(io.BytesIO(autodeploy.package())).extractall(pkg)
+    code = ("import json, sys; sys.path.insert(0, %r); from ds.automonitor import handler; "
+            "print(json.dumps(handler({'bucket': %r, 'key': %r}, None)))"
+            % (str(pkg), BUCKET, KEY))
+    done = subprocess.run([sys.executable, "-c", code], cwd=str(tmp_path), timeout=120,
+                          env=dict(env, AWS_REGION=env["AWS_DEFAULT_REGION"]),
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
 
 
 def assert_account_empty(boto):
@@ -176,8 +191,8 @@ def test_start_cluster_installs_the_schedule_and_ticks_end_the_run(project, boto
     stored = json.loads(boto("s3").get_object(Bucket=BUCKET, Key=KEY)["Body"].read())
     assert stored["MONITOR_SETTINGS"]["APP_NAME"] == APP
 
-    aws = session()
-    assert automonitor.tick(aws, BUCKET, KEY) is False  # jobs queued: just a look
+    out = packaged_tick(project.dir, project.env)  # jobs queued: just a look
+    assert "5 queued, 0 running, 0 done" in out and '{"finished": false}' in out
     workers.procs.extend(start_workers(project, boto))
     sqs = boto("sqs")
     url = sqs.get_queue_url(QueueName=APP + "Queue")["QueueUrl"]
@@ -201,7 +216,7 @@ def test_start_cluster_installs_the_schedule_and_ticks_end_the_run(project, boto
     assert stored["MONITOR_TEARDOWN"]["step"] == 3 and not stored.get("MONITOR_FINISHED")
     assert not sqs.list_queues(QueueNamePrefix=APP + "Queue").get("QueueUrls")
     assert lam.get_function(FunctionName=APP + "AutoMonitor")  # still there to finish
-    assert tick_until_gone(session()) >= 1
+    assert tick_until_gone() >= 1
     keys = assert_account_empty(boto)
     assert {"out/%s/%s.json" % (w, w) for w in WELLS} <= set(keys)
     # a tick after the end (a schedule call already on its way) finds nothing to do
@@ -240,7 +255,7 @@ def test_laptop_monitor_beside_the_ticks_ends_in_the_same_place(project, boto):
                 taken += 1
             if taken < len(WELLS):  # jobs left: a look, never the end
                 assert automonitor.tick(aws, BUCKET, KEY) is False
-        tick_until_gone(aws)
+        tick_until_gone()
         out = laptop.communicate(timeout=120)[0]
     finally:
         if laptop.poll() is None:
