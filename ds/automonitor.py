@@ -19,6 +19,7 @@ import time
 import botocore.exceptions
 
 from .aws import Session, explain
+from .errors import UserError
 from .settings import KNOBS, Settings
 from . import autodeploy, cost, monitor, queue
 
@@ -126,10 +127,15 @@ def _watch(run, info):
     url = run.queue_url()
     if url is None:
         return True  # deleted by a teardown that did not record itself (the laptop's)
-    if not run.poll(url, False):
-        return False
-    with explain("count the jobs of run %s" % run.s.APP_NAME):
-        total, dead = queue.submitted(run.sqs, url), run.dead_letters()
+    try:
+        if not run.poll(url, False):
+            return False
+        with explain("count the jobs of run %s" % run.s.APP_NAME):
+            total, dead = queue.submitted(run.sqs, url), run.dead_letters()
+    except UserError:
+        if run.queue_url() is not None:
+            raise
+        return True  # another monitor's teardown deleted the queue while we looked
     info.update(MONITOR_JOBS_DONE=max(total - dead, 0), MONITOR_JOBS_DEAD=dead)
     return True
 

@@ -6,7 +6,7 @@ be stopped and started again at any point, and run again after the end.
 import sys
 import time
 
-from .aws import explain
+from .aws import explain, unless_gone
 from .errors import UserError
 from .jobs import read_json, write_json
 from .settings import Settings, to_bool
@@ -223,7 +223,12 @@ class Run:
         url = queue.find_url(self.sqs, name)
         if not url:
             return
-        if sum(queue.counts(self.sqs, url)):
+        held = None
+        with unless_gone():  # another monitor may delete it meanwhile
+            held = sum(queue.counts(self.sqs, url))
+        if held is None:
+            return
+        if held:
             print("Kept dead-letter queue %s: it holds the jobs that failed every try "
                   "(their logs are in log group %s)." % (name, self.s.LOG_GROUP_NAME))
         elif queue.delete(self.sqs, name):
