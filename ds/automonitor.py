@@ -21,10 +21,11 @@ import botocore.exceptions
 from .aws import Session, explain
 from .errors import UserError
 from .settings import KNOBS, Settings
-from . import autodeploy, cost, monitor, queue
+from . import autodeploy, cost, monitor, queue, report
 
 KEY_PREFIX = "monitors/"
 TICK_BUDGET = 120   # seconds of teardown steps per tick; the function may run 300
+PATIENCE = 60       # seconds one AWS call of a tick is retried while AWS fails it
 
 
 def key_for(app_name):
@@ -75,15 +76,20 @@ def save(s3, bucket, key, info):
     return info
 
 
-def tick(aws, bucket, key, show=print):
+def tick(aws, bucket, key, show=print, summary=None):
     """One look at the run and what follows from it. Returns True once the run is
-    gone (finished, its schedule removed), False while there is more to do."""
+    gone (finished, its schedule removed), False while there is more to do.
+
+    `summary` (a dict) learns the job counts as recorded, and the machine-hours
+    and spot price if this tick finished the run."""
+    summary = {} if summary is None else summary
     s3 = aws.client("s3")
     with explain("read s3://%s/%s" % (bucket, key)):
         info = load(s3, bucket, key)
     if info is None:
         return True  # nothing to watch: removed by an earlier tick's end, or never made
     s = Settings(info["MONITOR_SETTINGS"])
+    summary.update(done=info.get("MONITOR_JOBS_DONE"), dead=info.get("MONITOR_JOBS_DEAD"))
     if info.get("MONITOR_FINISHED"):
         _end(aws, s3, bucket, key, s.APP_NAME)  # an earlier last tick stopped midway
         return True
@@ -104,11 +110,13 @@ def tick(aws, bucket, key, show=print):
     if not _advance(run, info, lambda: save(s3, bucket, key, info)):
         return False
     hours = run.machine_hours()
+    spot = cost.lowest_spot_price(run.ec2, s.MACHINE_TYPE)
+    summary.update(done=info.get("MONITOR_JOBS_DONE"), dead=info.get("MONITOR_JOBS_DEAD"),
+                   hours=hours, spot=spot)
     print("Run %s finished: %s, %.2f machine-hours." % (
         s.APP_NAME, monitor._counts(info.get("MONITOR_JOBS_DONE"),
                                     info.get("MONITOR_JOBS_DEAD")), hours))
-    print(cost.estimate_line(hours, cost.lowest_spot_price(run.ec2, s.MACHINE_TYPE),
-                             s.MACHINE_PRICE))
+    print(cost.estimate_line(hours, spot, s.MACHINE_PRICE))
     info["MONITOR_FINISHED"] = True
     save(s3, bucket, key, info)
     _end(aws, s3, bucket, key, s.APP_NAME)
@@ -162,6 +170,7 @@ def _advance(run, info, record):
 def handler(event, context):
     """The Lambda function's entry point; the schedule's target passes bucket and key."""
     session = Session(Settings(AWS_REGION=os.environ.get("AWS_REGION"), AWS_PROFILE=""))
+    session.patience.limit = PATIENCE  # an AWS storm ends this tick; the next one goes on
     gone = tick(session, event["bucket"], event["key"])
     return {"finished": gone}
 
@@ -181,9 +190,10 @@ def start(aws, settings, monitor_path):
              autodeploy.RUNTIME, size / 1024.0, autodeploy.RATE_MINUTES))
 
 
-def follow(aws, settings, path, poll_seconds, live=False, check=lambda: None):
+def follow(aws, settings, path, poll_seconds, live=False, check=lambda: None, report_dir="."):
     """`monitor` on an auto-monitored run: the same ticks on this computer's timer,
-    showing progress, until the run is gone. Either may stop at any time."""
+    showing progress, until the run is gone. Either may stop at any time.
+    Returns what monitor.monitor returns."""
     info = monitor.read_json(path, "monitor file")
     bucket, key = info["MONITOR_BUCKET_NAME"], info["MONITOR_AUTO_KEY"]
     with explain("read s3://%s/%s" % (bucket, key)):
@@ -193,13 +203,25 @@ def follow(aws, settings, path, poll_seconds, live=False, check=lambda: None):
         tick(aws, bucket, key)  # removes what a stopped last tick left
         print("Nothing is left of run %s: it was already cleaned up." % app)
         monitor.mark_finished(path)
-        return
+        return None
     print("Run %s monitors itself on AWS (s3://%s/%s); showing its progress until it is "
           "gone, every %d s (Ctrl-C stops watching, not the run)." % (app, bucket, key,
                                                                       poll_seconds))
-    status = monitor.StatusLine(live)
-    while not tick(aws, bucket, key, show=status):
+    aws.wait_forever()  # as monitor: AWS storms are waited out, not fatal
+    status, summary = monitor.StatusLine(live), {}
+    while not tick(aws, bucket, key, show=status, summary=summary):
         check()
         time.sleep(poll_seconds)  # this computer's tick interval (MONITOR_TIME)
     status.end()
     monitor.mark_finished(path)
+    done, dead = summary.get("done"), summary.get("dead")
+    page = None
+    try:  # the function has no report template engine: the report is made here
+        hours, spot = summary.get("hours"), summary.get("spot")
+        page = report.write(aws, monitor.run_settings(settings, path)[0], report_dir, done or 0,
+                            dead or 0, hours, None if None in (hours, spot) else hours * spot)
+        print("Run report: %s." % page)
+    except (UserError, OSError) as e:
+        print("Could not write the run report (%s); `python run.py report` writes it later."
+              % e)
+    return {"done": done, "failed": dead, "report": page}

@@ -289,7 +289,8 @@ def monitor(aws, settings, path, cheapest=False, poll_seconds=None, live=False,
     """
     if read_json(path, "monitor file").get("MONITOR_AUTO_KEY"):
         from .automonitor import follow  # AUTO_MONITOR: the state lives in the bucket
-        return follow(aws, settings, path, poll_seconds or settings.MONITOR_TIME, live, check)
+        return follow(aws, settings, path, poll_seconds or settings.MONITOR_TIME, live, check,
+                      report_dir)
     s, fleet_id, started, per_machine = run_settings(settings, path)
     status = StatusLine(live)
     # A monitor never abandons a run over throttling or 5xx errors: it waits
