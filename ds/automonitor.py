@@ -218,9 +218,11 @@ def follow(aws, settings, path, poll_seconds, live=False, check=lambda: None, re
     page = None
     try:  # the function has no report template engine: the report is made here
         hours, spot = summary.get("hours"), summary.get("spot")
-        page = report.write(aws, monitor.run_settings(settings, path)[0], report_dir, done or 0,
-                            dead or 0, hours, None if None in (hours, spot) else hours * spot)
-        print("Run report: %s." % page)
+        s = monitor.run_settings(settings, path)[0]
+        page = report.write(aws, s, report_dir, done or 0, dead or 0, hours,
+                            None if None in (hours, spot) else hours * spot)
+        print("Run report: %s (a copy is in s3://%s/%s)." % (page, s.AWS_BUCKET,
+                                                             report.bucket_key(s)))
     except (UserError, OSError) as e:
         print("Could not write the run report (%s); `python run.py report` writes it later."
               % e)
