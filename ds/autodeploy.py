@@ -193,13 +193,19 @@ def install(aws, settings, bucket, key):
         events.put_targets(Rule=rule, Targets=[{"Id": "tick", "Arn": fn_arn, "Input": json.dumps(
             {"bucket": bucket, "key": key})}])
     with explain("let the schedule %s call function %s" % (rule, function_name(app))):
-        try:
+        if rule not in _statement_ids(lam, function_name(app)):  # startCluster run again
             lam.add_permission(FunctionName=function_name(app), StatementId=rule,
                                Action="lambda:InvokeFunction",
                                Principal="events.amazonaws.com", SourceArn=rule_arn)
-        except lam.exceptions.ResourceConflictException:
-            pass  # startCluster run again: the permission is there
     return len(code)
+
+
+def _statement_ids(lam, name):
+    try:
+        policy_doc = lam.get_policy(FunctionName=name)["Policy"]
+    except lam.exceptions.ResourceNotFoundException:
+        return set()  # no permission yet
+    return {s.get("Sid") for s in json.loads(policy_doc).get("Statement", [])}
 
 
 def remove(aws, app_name):

@@ -22,7 +22,7 @@ sys.path.insert(0, REPO)
 from ds import autodeploy, automonitor  # noqa: E402
 from ds.aws import Session  # noqa: E402
 from ds.errors import UserError  # noqa: E402
-from ds.settings import Settings  # noqa: E402
+from ds.settings import Settings, load  # noqa: E402
 
 APP = "AutoTest"
 BUCKET = "auto-test-bucket"
@@ -174,7 +174,8 @@ def test_package_is_built_from_the_sources_and_imports_only_what_lambda_has(tmp_
     assert loaded <= THIRD_PARTY_OK, loaded - THIRD_PARTY_OK
 
 
-def test_start_cluster_installs_the_schedule_and_ticks_end_the_run(project, boto, workers):
+def test_start_cluster_installs_the_schedule_and_ticks_end_the_run(project, boto, workers,
+                                                                    refused_url):
     out = start(project).stdout
     assert "The run monitors itself: schedule %sAutoMonitorSchedule calls function " \
            "%sAutoMonitor (python3.12" % (APP, APP) in out
@@ -191,9 +192,16 @@ def test_start_cluster_installs_the_schedule_and_ticks_end_the_run(project, boto
     assert statement["Principal"]["Service"] == "events.amazonaws.com"
     assert statement["Condition"]["ArnLike"]["AWS:SourceArn"] == rule["Arn"]
     assert iam.get_role_policy(RoleName=APP + "AutoMonitorRole", PolicyName="tick")
-    # startCluster again (say, after a Ctrl-C) updates in place, does not fail
     stored = json.loads(boto("s3").get_object(Bucket=BUCKET, Key=KEY)["Body"].read())
     assert stored["MONITOR_SETTINGS"]["APP_NAME"] == APP
+    # installing again (a startCluster cut short, then rerun) updates in place
+    settings = load(str(project.dir / "config.py"))
+    settings["AWS_PROFILE"] = ""
+    size = autodeploy.install(session(), settings, BUCKET, KEY)
+    assert size == len(autodeploy.package())
+    assert len(events.list_targets_by_rule(Rule=APP + "AutoMonitorSchedule")["Targets"]) == 1
+    assert len(json.loads(lam.get_policy(FunctionName=APP + "AutoMonitor")["Policy"])[
+        "Statement"]) == 1
 
     out = packaged_tick(project.dir, project.env)  # jobs queued: just a look
     assert "5 queued, 0 running, 0 done" in out and '{"finished": false}' in out
@@ -208,14 +216,11 @@ def test_start_cluster_installs_the_schedule_and_ticks_end_the_run(project, boto
     wait_until(queue_empty, 120, "the workers to finish every job", interval=0.5)
     # the tick that starts the teardown, with CloudWatch Logs unreachable: it
     # dies at the log export, halfway through
-    refused = _refused_port()
-    os.environ["AWS_ENDPOINT_URL_CLOUDWATCH_LOGS"] = refused
-    os.environ["AWS_MAX_ATTEMPTS"] = "1"
-    try:
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("AWS_ENDPOINT_URL_CLOUDWATCH_LOGS", refused_url)
+        mp.setenv("AWS_MAX_ATTEMPTS", "1")
         with pytest.raises(UserError):
             automonitor.tick(session(), BUCKET, KEY)
-    finally:
-        del os.environ["AWS_ENDPOINT_URL_CLOUDWATCH_LOGS"], os.environ["AWS_MAX_ATTEMPTS"]
     stored = json.loads(boto("s3").get_object(Bucket=BUCKET, Key=KEY)["Body"].read())
     assert stored["MONITOR_TEARDOWN"]["step"] == 3 and not stored.get("MONITOR_FINISHED")
     assert not sqs.list_queues(QueueNamePrefix=APP + "Queue").get("QueueUrls")
@@ -226,13 +231,6 @@ def test_start_cluster_installs_the_schedule_and_ticks_end_the_run(project, boto
     # a tick after the end (a schedule call already on its way) finds nothing to do
     assert automonitor.tick(session(), BUCKET, KEY) is True
 
-
-def _refused_port():
-    import socket
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    _refused_port.keep = s  # bound, never listening: connections are refused
-    return "http://127.0.0.1:%d" % s.getsockname()[1]
 
 
 def test_laptop_monitor_beside_the_ticks_ends_in_the_same_place(project, boto):
@@ -286,3 +284,15 @@ def test_local_run_drives_the_ticks_in_process(project, boto):
     assert "Removed the schedule %sAutoMonitorSchedule." % APP in result.stdout
     assert "succeeded        %d" % len(WELLS) in result.stdout
     assert_account_empty(boto)
+
+
+def test_start_cluster_that_cannot_install_the_monitor_ends_in_one_line(project, boto,
+                                                                        refused_url):
+    project("setup")
+    env = dict(project.env, AWS_ENDPOINT_URL_IAM=refused_url, AWS_MAX_ATTEMPTS="1")
+    result = run_py(["startCluster", "files/fleet.json"], env, cwd=str(project.dir))
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    line, = result.stderr.strip().splitlines()
+    assert line.startswith("error: Could not reach AWS to create IAM role %sAutoMonitorRole "
+                           "for the automatic monitor" % APP), line
