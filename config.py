@@ -41,7 +41,7 @@ JOB_RETRIES = 3                          # failures of a job's tool before it go
 # ---- Logs, monitoring -----------------------------------------------------
 LOG_GROUP_NAME = APP_NAME                # CloudWatch log group; one stream per job
 MONITOR_TIME = 60                        # seconds between the monitor's looks; idle machines end after two looks once no job is left to hand out
-AUTO_MONITOR = 'False'                   # accepted for old configs; monitoring without a laptop is not built yet
+AUTO_MONITOR = 'True'                    # True: the run watches and removes itself on AWS (a Lambda function every 5 min); False: run monitor yourself
 CREATE_DASHBOARD = 'True'                # build a CloudWatch dashboard for the run
 CLEAN_DASHBOARD = 'True'                 # delete that dashboard when the run ends
 

@@ -7,4 +7,6 @@ logs      log groups and export            dashboard CloudWatch dashboard and al
 monitor   watch a run and tear it down     local    the whole run on this machine
 prepare   roles, bucket, network, fleet    check    read-only pre-flight of it all
 network   default VPC, routes, groups      policies the IAM and bucket policies as data
+automonitor one tick of a run that monitors itself (the Lambda handler)
+autodeploy  its package, role, function and schedule
 """

@@ -190,3 +190,17 @@ def explain(what, hint=""):
     except (botocore.exceptions.BotoCoreError, ResponseParserError) as e:
         raise UserError("AWS failed to %s: %s. Try again; if it persists, check the AWS "
                         "status page for your region." % (what, str(e).splitlines()[0]))
+
+
+GONE = ("NotFound", "NonExistent", "DoesNotExist", "NoSuch", "NotActive")
+
+
+@contextlib.contextmanager
+def unless_gone():
+    """A removal that finds its target already gone is done: another monitor (the
+    automatic one, say) removed it between our look and our call."""
+    try:
+        yield
+    except botocore.exceptions.ClientError as e:
+        if not any(g in error_code(e) for g in GONE):
+            raise

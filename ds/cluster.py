@@ -4,7 +4,8 @@ The task definition's environment is the worker's whole configuration. It
 never carries AWS keys: the worker gets its permissions from TASK_ROLE_ARN
 when set, otherwise from the instance's role.
 """
-from .aws import explain
+import contextlib
+from .aws import explain, unless_gone
 from . import wait
 
 
@@ -120,8 +121,10 @@ def ensure_service(ecs, settings, task_definition_arn):
 def set_desired_count(ecs, settings, count):
     with explain("set the desired count of ECS service %s" % service_name(settings),
                  "Run `python run.py setup` first."):
-        ecs.update_service(cluster=settings.ECS_CLUSTER, service=service_name(settings),
-                           desiredCount=count)
+        # scaling to 0 a service another monitor just deleted is done
+        with unless_gone() if count == 0 else contextlib.nullcontext():
+            ecs.update_service(cluster=settings.ECS_CLUSTER, service=service_name(settings),
+                               desiredCount=count)
 
 
 def delete_service(ecs, settings):
@@ -129,7 +132,7 @@ def delete_service(ecs, settings):
     if not describe_service(ecs, settings):
         return False
     set_desired_count(ecs, settings, 0)
-    with explain("delete ECS service %s" % service_name(settings)):
+    with explain("delete ECS service %s" % service_name(settings)), unless_gone():
         ecs.delete_service(cluster=settings.ECS_CLUSTER, service=service_name(settings),
                            force=True)
     return True
@@ -150,7 +153,8 @@ def deregister_task_definitions(ecs, settings):
     arns = task_definition_arns(ecs, settings)
     with explain("deregister task definition %s" % task_family(settings)):
         for arn in arns:
-            ecs.deregister_task_definition(taskDefinition=arn)
+            with unless_gone():
+                ecs.deregister_task_definition(taskDefinition=arn)
     return len(arns)
 
 
@@ -173,5 +177,6 @@ def delete_cluster_if_unused(ecs, settings):
         if busy or c.get("registeredContainerInstancesCount"):
             print("ECS cluster %s still has services or machines; leaving it in place." % name)
             return False
-        ecs.delete_cluster(cluster=name)
+        with unless_gone():
+            ecs.delete_cluster(cluster=name)
     return True

@@ -204,14 +204,18 @@ def start_cluster(aws, settings, path, timeout=STARTUP_TIMEOUT, monitor_path=Non
     info = jobs.read_json(monitor_path, "monitor file")
     info["MONITOR_STARTUP_DONE"] = True  # from here on a rerun must not touch this fleet
     jobs.write_json(monitor_path, info)
+    if settings.AUTO_MONITOR:
+        from .automonitor import start
+        start(aws, settings, monitor_path)
     running = fleet.wait_for_machines(ec2, fleet_id, settings.CLUSTER_MACHINES, started, timeout,
                                       quiet_history=local)
     if local:
         print("%d machine%s running." % (running, " is" if running == 1 else "s are"))
         return fleet_id
+    if settings.AUTO_MONITOR:
+        print("%d machine%s running. To watch (optional): python run.py monitor %s"
+              % (running, " is" if running == 1 else "s are", monitor_path))
+        return fleet_id
     print("%d machine%s running. Next: python run.py monitor %s"
           % (running, " is" if running == 1 else "s are", monitor_path))
-    if settings.AUTO_MONITOR:
-        print("AUTO_MONITOR is set, but monitoring without a laptop is not built yet: "
-              "run the monitor command above and leave it running.")
     return fleet_id

@@ -2,7 +2,7 @@
 import json
 import re
 
-from .aws import explain
+from .aws import explain, unless_gone
 
 
 def dashboard_name(app_name):
@@ -58,7 +58,7 @@ def exists(cloudwatch, app_name):
 def delete(cloudwatch, app_name):
     name = dashboard_name(app_name)
     if exists(cloudwatch, app_name):
-        with explain("delete dashboard %s" % name):
+        with explain("delete dashboard %s" % name), unless_gone():
             cloudwatch.delete_dashboards(DashboardNames=[name])
         return True
     return False
@@ -79,6 +79,6 @@ def alarm_names(cloudwatch, app_name):
 def delete_alarms(cloudwatch, names):
     """Delete alarms, 100 names per call (CloudWatch's limit)."""
     for i in range(0, len(names), 100):
-        with explain("delete alarms %s..." % names[i]):
+        with explain("delete alarms %s..." % names[i]), unless_gone():
             cloudwatch.delete_alarms(AlarmNames=names[i:i + 100])
     return len(names)

@@ -25,27 +25,38 @@ def ensure_groups(logs, settings):
             logs.put_retention_policy(logGroupName=name, retentionInDays=RETENTION_DAYS)
 
 
-def _export_one(logs, name, bucket, prefix, since_ms):
-    """Start one export and wait for it. AWS runs one export per account at a time."""
-    def start():
+def export_step(logs, name, bucket, prefix, since_ms, state):
+    """One look at the export of log group `name`; never waits.
+
+    `state` (a dict kept by the caller between looks) holds the export task's
+    id. Returns the task's final status, or None while it is not finished
+    (or not started: AWS runs one export per account at a time).
+    """
+    task_id = state.get(name)
+    if task_id is None:
         try:
-            return logs.create_export_task(
+            task_id = logs.create_export_task(
                 taskName="%s-%d" % (name, since_ms), logGroupName=name, fromTime=since_ms,
                 to=int(time.time() * 1000), destination=bucket,
                 destinationPrefix="%s/%s" % (prefix, name))["taskId"]
         except botocore.exceptions.ClientError as e:
             if error_code(e) == "LimitExceededException":
-                return None  # another export is running: try again shortly
+                return None  # another export is running: try again later
             raise
+        state[name] = task_id
+    found = logs.describe_export_tasks(taskId=task_id)["exportTasks"]
+    if not found:
+        del state[name]  # AWS forgot the task: start it again
+        return None
+    code = found[0]["status"]["code"]
+    return code if code in ("COMPLETED", "FAILED", "CANCELLED") else None
 
-    task_id = wait.until(start, "the previous log export to finish", timeout=600)
 
-    def finished():
-        task = logs.describe_export_tasks(taskId=task_id)["exportTasks"][0]
-        code = task["status"]["code"]
-        return code if code in ("COMPLETED", "FAILED", "CANCELLED") else None
-
-    return wait.until(finished, "log export of %s" % name, timeout=1800, longest=10)
+def _export_one(logs, name, bucket, prefix, since_ms):
+    """Start one export and wait for it (the laptop monitor's loop around export_step)."""
+    state = {}
+    return wait.until(lambda: export_step(logs, name, bucket, prefix, since_ms, state),
+                      "log export of %s" % name, timeout=2400, longest=10)
 
 
 def exists(logs, name):
@@ -69,3 +80,31 @@ def export(logs, log_group, bucket, app_name, since_ms):
             continue
         print("Exported log group %s to s3://%s/%s/%s (%s)." % (name, bucket, prefix, name,
                                                              status.lower()))
+
+
+def export_next(logs, log_group, bucket, app_name, since_ms, state):
+    """Advance the export of the run's log groups by one look; True once all are done.
+
+    The automatic monitor calls this once per tick, so no call ever waits for
+    an export. `state`: {"tasks": {group: task id}, "done": [groups]}.
+    """
+    prefix = "%s/%s" % (EXPORT_PREFIX, app_name)
+    tasks, done = state.setdefault("tasks", {}), state.setdefault("done", [])
+    for name in group_names(log_group):
+        if name in done:
+            continue
+        try:
+            status = exists(logs, name) and export_step(logs, name, bucket, prefix,
+                                                        since_ms, tasks)
+        except botocore.exceptions.ClientError as e:
+            print("Could not export log group %s to s3://%s/%s: %s. The logs stay in "
+                  "CloudWatch; the bucket policy must let logs.amazonaws.com write there."
+                  % (name, bucket, prefix, e.response["Error"].get("Message", e)))
+            status = False
+        if status is None:
+            return False  # running, or waiting for another export: look again next tick
+        if status:
+            print("Exported log group %s to s3://%s/%s/%s (%s)." % (name, bucket, prefix, name,
+                                                                 status.lower()))
+        done.append(name)
+    return True

@@ -6,7 +6,7 @@ be stopped and started again at any point, and run again after the end.
 import sys
 import time
 
-from .aws import explain
+from .aws import explain, unless_gone
 from .errors import UserError
 from .jobs import read_json, write_json
 from .settings import Settings, to_bool
@@ -159,7 +159,19 @@ class Run:
         return sum(r["hours"] for r in cost.rows(self.ec2, self.machines))
 
     def teardown(self):
-        """Remove everything the run created; each step is safe to repeat."""
+        """Remove everything the run created; each step is safe to repeat.
+
+        The laptop's loop around the same steps the automatic monitor takes
+        one per tick (TEARDOWN); only this one waits."""
+        since = time.time()
+        self.remove_resources()
+        wait.until(lambda: self.release_cluster(since),
+                   "the machines to leave ECS cluster %s" % self.s.ECS_CLUSTER,
+                   timeout=CLUSTER_DRAIN_TIMEOUT + 120, longest=30)
+        self.tidy()
+
+    def remove_resources(self):
+        """Service to 0, alarms, fleet, queues, service, task definitions. Returns True."""
         s = self.s
         if cluster.describe_service(self.ecs, s):
             cluster.set_desired_count(self.ecs, s, 0)
@@ -177,23 +189,46 @@ class Run:
             print("Deleted service %s." % cluster.service_name(s))
         if cluster.deregister_task_definitions(self.ecs, s):
             print("Deregistered task definition %s." % cluster.task_family(s))
-        if s.ECS_CLUSTER != "default":
-            wait.until(lambda: _instances_gone(self.ecs, s.ECS_CLUSTER),
-                       "the machines to leave ECS cluster %s" % s.ECS_CLUSTER,
-                       timeout=CLUSTER_DRAIN_TIMEOUT, longest=30, fail=False)
-            if cluster.delete_cluster_if_unused(self.ecs, s):
-                print("Deleted ECS cluster %s." % s.ECS_CLUSTER)
+        return True
+
+    def release_cluster(self, since):
+        """Delete the run's own ECS cluster once its machines have left it (or
+        CLUSTER_DRAIN_TIMEOUT after `since`); never waits. True when done."""
+        s = self.s
+        if s.ECS_CLUSTER == "default":
+            return True
+        if (not _instances_gone(self.ecs, s.ECS_CLUSTER)
+                and time.time() - since < CLUSTER_DRAIN_TIMEOUT):
+            return False
+        if cluster.delete_cluster_if_unused(self.ecs, s):
+            print("Deleted ECS cluster %s." % s.ECS_CLUSTER)
+        return True
+
+    def tidy(self):
+        """Dashboard, the ECS agent config and the busy records. Returns True."""
+        s = self.s
         if s.CLEAN_DASHBOARD and dashboard.delete(self.cloudwatch, s.APP_NAME):
             print("Deleted dashboard %s." % s.APP_NAME)
         self._delete_ecs_config()
         scalein.forget_records(self.s3, s)
+        return True
+
+    def export_logs(self, state):
+        """One look at the log export (logs.export_next). True once every group is done."""
+        return logs.export_next(self.logs, self.s.LOG_GROUP_NAME, self.s.AWS_BUCKET,
+                                self.s.APP_NAME, self.started * 1000, state)
 
     def _dead_letter_queue(self):
         name = self.s.dead_letter_queue_name
         url = queue.find_url(self.sqs, name)
         if not url:
             return
-        if sum(queue.counts(self.sqs, url)):
+        held = None
+        with unless_gone():  # another monitor may delete it meanwhile
+            held = sum(queue.counts(self.sqs, url))
+        if held is None:
+            return
+        if held:
             print("Kept dead-letter queue %s: it holds the jobs that failed every try "
                   "(their logs are in log group %s)." % (name, self.s.LOG_GROUP_NAME))
         elif queue.delete(self.sqs, name):
@@ -203,6 +238,17 @@ class Run:
         key = fleet.ecs_config_key(self.s)
         with explain("delete s3://%s/%s" % (self.s.AWS_BUCKET, key)):
             self.s3.delete_object(Bucket=self.s.AWS_BUCKET, Key=key)
+
+
+# The teardown as steps that never wait: (name, step(run, state) -> True when done).
+# The automatic monitor takes them in order, as many per tick as are done at once,
+# and records in the run's monitor file which one is next.
+TEARDOWN = (
+    ("remove", lambda run, state: run.remove_resources()),
+    ("cluster", lambda run, state: run.release_cluster(state["since"])),
+    ("tidy", lambda run, state: run.tidy()),
+    ("export", lambda run, state: run.export_logs(state.setdefault("export", {}))),
+)
 
 
 def _instances_gone(ecs, name):
@@ -241,6 +287,10 @@ def monitor(aws, settings, path, cheapest=False, poll_seconds=None, live=False,
     `check` is called every poll and may raise to abort (local runs use it to
     notice workers that cannot start).
     """
+    if read_json(path, "monitor file").get("MONITOR_AUTO_KEY"):
+        from .automonitor import follow  # AUTO_MONITOR: the state lives in the bucket
+        return follow(aws, settings, path, poll_seconds or settings.MONITOR_TIME, live, check,
+                      report_dir)
     s, fleet_id, started, per_machine = run_settings(settings, path)
     status = StatusLine(live)
     # A monitor never abandons a run over throttling or 5xx errors: it waits

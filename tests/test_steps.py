@@ -164,7 +164,7 @@ def test_four_steps_and_monitor_removes_everything(project, boto):
     project("setup")
     project("submitJob", "files/job.json")
     result = project("startCluster", "files/fleet.json")
-    assert "AUTO_MONITOR is set" in result.stdout
+    assert "The run monitors itself: schedule DSTestAutoMonitorSchedule" in result.stdout
     monitor_file = project.dir / "files" / "DSTestSpotFleetRequestId.json"
     info = json.loads(monitor_file.read_text())
     fleet_id = info["MONITOR_FLEET_ID"]
@@ -282,7 +282,8 @@ def wait_for_capacity(ec2, fleet_id, ok, timeout=60):
 
 
 def test_ds_style_trailing_true_means_cheapest(project, boto):
-    project.config.write_text(DS_CONFIG + "\nMONITOR_TIME = 1\n")
+    # the laptop monitor of its own (--cheapest is the laptop monitor's option)
+    project.config.write_text(DS_CONFIG + "\nMONITOR_TIME = 1\nAUTO_MONITOR = False\n")
     project("setup")
     project("submitJob", "files/job.json")
     project("startCluster", "files/fleet.json")
@@ -333,7 +334,7 @@ def test_monitor_finishes_a_teardown_that_stopped_midway(project, boto):
 
 def test_monitor_rerun_after_the_queue_was_deleted_reports_the_recorded_counts(
         project, boto, refused_url):
-    project.config.write_text(DS_CONFIG + "\nMONITOR_TIME = 1\n")
+    project.config.write_text(DS_CONFIG + "\nMONITOR_TIME = 1\nAUTO_MONITOR = False\n")
     project("setup")
     project("submitJob", "files/job.json")
     project("startCluster", "files/fleet.json")
