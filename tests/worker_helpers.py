@@ -93,10 +93,10 @@ def worker_env(aws_env, queue, bucket, command, **extra):
 class Proc(object):
     """A process whose output goes to a file (never an unread pipe)."""
 
-    def __init__(self, args, env, logpath):
+    def __init__(self, args, env, logpath, cwd=None):
         self.logpath = str(logpath)
         self._log = open(self.logpath, "wb")
-        self.p = subprocess.Popen(args, env=env, stdout=self._log,
+        self.p = subprocess.Popen(args, env=env, cwd=cwd, stdout=self._log,
                                   stderr=subprocess.STDOUT,
                                   stdin=subprocess.DEVNULL,
                                   start_new_session=True)
@@ -156,7 +156,8 @@ class Workers(object):
         return p
 
     def start_script(self, args, env, name):
-        p = Proc(args, env, self.tmp / (name + ".log"))
+        # in the test's own folder: a script may write files where it runs (a run report)
+        p = Proc(args, env, self.tmp / (name + ".log"), cwd=str(self.tmp))
         self.procs.append(p)
         return p
 
