@@ -57,6 +57,11 @@ LOG_SEND_INTERVAL = 2
 LOG = logging.getLogger("ds.worker")
 
 
+def _not_found(error):
+    """An S3 answer that says the object is not there (HEAD says 404, GET NoSuchKey)."""
+    return error.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound")
+
+
 def monotonic():
     # time.monotonic is Python 3 only; on 2.7 wall time is the best we have.
     return getattr(time, "monotonic", time.time)()
@@ -344,8 +349,7 @@ class Worker(object):
                                       Key=self._record(kind, key))["Body"]
             return body.read().decode("utf-8", "replace")
         except ClientError as e:
-            if e.response.get("Error", {}).get("Code") in (
-                    "404", "NoSuchKey", "NotFound"):
+            if _not_found(e):
                 return None
             raise
 
@@ -355,8 +359,7 @@ class Worker(object):
                                 Key=self._record("done", job.key))
             return True
         except ClientError as e:
-            if e.response.get("Error", {}).get("Code") in (
-                    "404", "NoSuchKey", "NotFound"):
+            if _not_found(e):
                 return False
             raise
 
