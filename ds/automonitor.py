@@ -204,7 +204,7 @@ def follow(aws, settings, path, poll_seconds, live=False, check=lambda: None, re
         print("Nothing is left of run %s: it was already cleaned up." % app)
         monitor.mark_finished(path)
         return None
-    print("Run %s monitors itself on AWS (s3://%s/%s); showing its progress until it is "
+    print("Run %s monitors itself (s3://%s/%s); showing its progress until it is "
           "gone, every %d s (Ctrl-C stops watching, not the run)." % (app, bucket, key,
                                                                       poll_seconds))
     aws.wait_forever()  # as monitor: AWS storms are waited out, not fatal

@@ -34,7 +34,7 @@ def setup(aws, settings):
     """Queues, ECS cluster, task definition and service (desired count 0)."""
     check_bucket(aws.client("s3"), settings.AWS_BUCKET, settings.path)
     url, dlq_url, run_id = queue.ensure_queues(aws.client("sqs"), settings)
-    print("Queue %s is ready (dead-letter queue %s after %d tries)."
+    print("Queue %s is ready (dead-letter queue %s after %d failed tries)."
           % (settings.SQS_QUEUE_NAME, settings.dead_letter_queue_name, settings.JOB_RETRIES))
     ecs = aws.client("ecs")
     if cluster.ensure_cluster(ecs, settings):

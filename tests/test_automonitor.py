@@ -264,7 +264,7 @@ def test_laptop_monitor_beside_the_ticks_ends_in_the_same_place(project, boto):
             laptop.kill()
             laptop.communicate()
     assert laptop.returncode == 0, out
-    assert "Run %s monitors itself on AWS (s3://%s/%s)" % (APP, BUCKET, KEY) in out
+    assert "Run %s monitors itself (s3://%s/%s)" % (APP, BUCKET, KEY) in out
     assert "Traceback" not in out
     assert_account_empty(boto)
     # either may say it finished; a later monitor only says nothing is left
@@ -280,7 +280,7 @@ def test_local_run_drives_the_ticks_in_process(project, boto):
                     project.env, cwd=str(project.dir), timeout=240)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "The run monitors itself" in result.stdout
-    assert "Run %s monitors itself on AWS" % APP in result.stdout
+    assert "Run %s monitors itself (s3://" % APP in result.stdout
     assert "Removed the schedule %sAutoMonitorSchedule." % APP in result.stdout
     assert "succeeded        %d" % len(WELLS) in result.stdout
     assert_account_empty(boto)
