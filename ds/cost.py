@@ -22,9 +22,9 @@ def _plural(n, word):
 
 def ceiling_line(settings):
     machines, cap = settings.CLUSTER_MACHINES, settings.MACHINE_PRICE
-    return ("Cost ceiling: %s x $%.4g per machine-hour (MACHINE_PRICE) = $%.2f per hour "
+    return ("Cost ceiling: %s x $%s per machine-hour (MACHINE_PRICE) = $%.2f per hour "
             "while they all run; idle machines are ended once the queue runs dry."
-            % (_plural(machines, "machine"), cap, machines * cap))
+            % (_plural(machines, "machine"), price(cap), machines * cap))
 
 
 def lowest_spot_price(ec2, machine_types):
@@ -41,13 +41,18 @@ def lowest_spot_price(ec2, machine_types):
     return min(prices) if prices else None
 
 
+def price(dollars):
+    """A price per machine-hour as people write it: 0.042, 0.1, 0.00001 (never 1e-05)."""
+    return ("%.5f" % dollars).rstrip("0").rstrip(".") or "0"
+
+
 def estimate_line(hours, spot_price, cap):
     """The monitor summary's cost sentence."""
-    ceiling = "at most $%.2f at MACHINE_PRICE $%.4g" % (hours * cap, cap)
+    ceiling = "at most $%.2f at MACHINE_PRICE $%s" % (hours * cap, price(cap))
     if spot_price is None:
         return "Estimated cost: %s (current spot prices could not be read)." % ceiling
-    return ("Estimated cost: about $%.2f at the lowest current spot price ($%.4g per "
-            "machine-hour), %s." % (hours * spot_price, spot_price, ceiling))
+    return ("Estimated cost: about $%.2f at the lowest current spot price ($%s per "
+            "machine-hour), %s." % (hours * spot_price, price(spot_price), ceiling))
 
 
 def ended(instance):

@@ -255,3 +255,11 @@ def test_local_run_ends_idle_emulated_machines_and_their_workers(tmp_path):
     assert "the fleet now asks for the 1 busy machine;" in out
     assert out.count("Ended idle machine") == 2   # the busy one was never ended
     assert "succeeded        3" in out and "Traceback" not in out
+
+
+def test_prices_are_written_as_people_write_them():
+    """The emulator's spot price (0.00001) used to read '$1e-05' in the summary."""
+    from ds.cost import estimate_line, price
+    assert [price(p) for p in (0.042, 0.1, 0.00001, 0.25, 2.0)] == \
+        ["0.042", "0.1", "0.00001", "0.25", "2"]
+    assert "($0.00001 per machine-hour)" in estimate_line(1.0, 0.00001, 0.1)
