@@ -75,7 +75,7 @@ def main(argv=None):
     # shell or service that ignores SIGINT for background jobs.
     signal.signal(signal.SIGINT, _interrupt)
     signal.signal(signal.SIGTERM, _interrupt)
-    from ds.errors import UserError
+    from ds.core.errors import UserError
     try:
         from ds import cli
         return cli.dispatch(args)
@@ -83,7 +83,7 @@ def main(argv=None):
         print("error: %s" % e, file=sys.stderr)
         return 1
     except KeyboardInterrupt as e:
-        if str(e):  # ds.errors.Stopped: says what was done and what is left
+        if str(e):  # ds.core.errors.Stopped: says what was done and what is left
             print(e, file=sys.stderr)
         elif args.command == "local":
             print("Stopped; the local run's workers and emulator are gone.", file=sys.stderr)

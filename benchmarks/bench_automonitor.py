@@ -54,10 +54,15 @@ def main():
     os.environ.update(AWS_ENDPOINT_URL="http://127.0.0.1:%d" % server.get_host_and_port()[1],
                       AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench",
                       AWS_DEFAULT_REGION="us-east-1", AWS_EC2_METADATA_DISABLED="true")
-    from ds import autodeploy, automonitor, commands, monitor
-    from ds.aws import Session
-    from ds.local import LOCAL_FLEET
-    from ds.settings import load
+    from ds.commands.local import LOCAL_FLEET
+    from ds.commands.setup import setup
+    from ds.commands.start import start_cluster
+    from ds.commands.submit import submit_job
+    from ds.core import runfile
+    from ds.core.aws import Session
+    from ds.core.settings import load
+    from ds.monitor import install, steps
+    from ds.monitor.auto import state, tick as automonitor
     work = tempfile.mkdtemp()
     with open(os.path.join(work, "config.py"), "w") as f:
         f.write(CONFIG)
@@ -70,20 +75,20 @@ def main():
     aws = Session(s)
     aws.client("s3").create_bucket(Bucket=s.AWS_BUCKET)
     path = os.path.join(work, "monitor.json")
-    commands.setup(aws, s)
-    commands.submit_job(aws, s, os.path.join(work, "job.json"))
-    commands.start_cluster(aws, s, os.path.join(work, "fleet.json"), timeout=60,
-                           monitor_path=path, local=True)
-    code = autodeploy.package()
-    print("\npackage: %d files, %d bytes (%.1f kB)" % (len(autodeploy.sources()), len(code),
+    setup(aws, s)
+    submit_job(aws, s, os.path.join(work, "job.json"))
+    start_cluster(aws, s, os.path.join(work, "fleet.json"), timeout=60,
+                  monitor_path=path, local=True)
+    code = install.package()
+    print("\npackage: %d files, %d bytes (%.1f kB)" % (len(install.sources()), len(code),
                                                        len(code) / 1024.0))
 
     count = Counter(aws)
-    key = automonitor.key_for(s.APP_NAME)
+    key = state.key_for(s.APP_NAME)
     automonitor.tick(aws, s.AWS_BUCKET, key, show=lambda text: None)
     tick = count.take()
-    ms, fleet_id, started, per_machine = monitor.run_settings(s, path)
-    run = monitor.Run(aws, ms, fleet_id, started, per_machine, lambda text: None)
+    ms, fleet_id, started, per_machine = runfile.run_settings(s, path)
+    run = steps.Run(aws, ms, fleet_id, started, per_machine, lambda text: None)
     run.poll(run.queue_url(), False)
     base = count.take()
     print("a watching tick: %d calls; the laptop monitor's poll (baseline): %d calls; "
@@ -91,9 +96,9 @@ def main():
                           sum(tick.values()) / float(sum(base.values()))))
     print("  tick:     " + ", ".join("%s %d" % kv for kv in sorted(tick.items())))
     print("  baseline: " + ", ".join("%s %d" % kv for kv in sorted(base.items())))
-    per_day = 24 * 60 // autodeploy.RATE_MINUTES
+    per_day = 24 * 60 // install.RATE_MINUTES
     print("invocations per day at rate(%d minutes): %d; calls per day while watching: %d"
-          % (autodeploy.RATE_MINUTES, per_day, per_day * sum(tick.values())))
+          % (install.RATE_MINUTES, per_day, per_day * sum(tick.values())))
 
     sqs = aws.client("sqs")
     url = run.queue_url()

@@ -28,7 +28,8 @@ sys.path.insert(0, REPO)
 
 import boto3  # noqa: E402
 
-from ds import queue  # noqa: E402
+from ds.core.jsonfile import read_json  # noqa: E402
+from ds.resources import queue  # noqa: E402
 
 CONFIG = """
 APP_NAME = 'Bench'
@@ -72,12 +73,13 @@ def timed(args, env, cwd):
 
 def preflight_seconds(work, fleet_file):
     """The account checks startCluster runs first, alone, in this process."""
-    from ds import check, fleet, jobs
-    from ds.aws import Session
-    from ds.settings import load
+    from ds.commands import check
+    from ds.resources import fleet
+    from ds.core.aws import Session
+    from ds.core.settings import load
     settings = load(os.path.join(work, "config.py"))
     path = os.path.join(work, fleet_file)
-    config = fleet.build_request(settings, jobs.read_json(path, "fleet file"), path)
+    config = fleet.build_request(settings, read_json(path, "fleet file"), path)
     aws = Session(settings)
     t = time.perf_counter()
     assert not check.account_checks(aws, settings, config, path).problems

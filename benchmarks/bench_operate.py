@@ -24,7 +24,7 @@ sys.path.insert(0, os.path.join(REPO, "tests"))
 
 import boto3  # noqa: E402
 
-from ds.local import LOCAL_FLEET as FLEET  # noqa: E402
+from ds.commands.local import LOCAL_FLEET as FLEET  # noqa: E402
 from worker_helpers import start_emulator  # noqa: E402
 
 CONFIG = """

@@ -10,7 +10,7 @@ One invocation simulates a whole run three times on the same random draws
          terminating nothing.
   old    this project before the scale-in: looks every minute; lowers the
          target to the machines the jobs in flight need, terminating nothing.
-  new    the scale-in (ds/scalein.py): looks every minute; lowers the target
+  new    the scale-in (ds/monitor/scalein.py): looks every minute; lowers the target
          to the busy machines and ends machines idle on two polls in a row;
          spot interruptions drain (jobs released at the notice).
 

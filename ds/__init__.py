@@ -1,12 +1,19 @@
-"""The control plane of Distributed-Something: one module per AWS concern.
+"""The control plane of Distributed-Something, one package per kind of thing.
 
-settings  config.py -> Settings            jobs     job file -> SQS messages
-aws       boto3 clients, AWS errors        queue    SQS queues, submission, counts
-cluster   ECS cluster, task def, service   fleet    spot fleet request and its events
-logs      log groups and export            dashboard CloudWatch dashboard and alarms
-monitor   watch a run and tear it down     local    the whole run on this machine
-prepare   roles, bucket, network, fleet    check    read-only pre-flight of it all
-network   default VPC, routes, groups      policies the IAM and bucket policies as data
-automonitor one tick of a run that monitors itself (the Lambda handler)
-autodeploy  its package, role, function and schedule
+Imports point down this list, never up, and never in a circle
+(tests/test_layout.py checks both):
+
+core        settings, errors, the AWS session, waits, JSON files, the run's state file
+resources   the run's AWS resources: one module each (queue, cluster, fleet, logs, ...)
+operate     reading a run: the job-log parser, cost, status, failures, redrive, report
+monitor     one look at a run and its teardown, scale-in, the laptop loop;
+            monitor/auto/ is the automatic monitor, exactly what its Lambda function runs
+commands    setup, submitJob, startCluster, prepare, check, local
+cli         from parsed command-line arguments to the command
 """
+import os
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The worker's own modules (awscompat's error classifier, dsjob's job parser)
+# are imported from here, so both sides follow one rule.
+WORKER_DIR = os.path.join(REPO, "worker")

@@ -148,12 +148,12 @@ def boto(aws_env):
     return lambda service: session.client(service)
 
 
-def run_py(args, env, cwd=REPO, timeout=300, input=None):
+def run_py(args, env, cwd=REPO, timeout=300):
     """Run `python run.py ARGS` as a user would; return CompletedProcess."""
     return subprocess.run(
         [sys.executable, os.path.join(REPO, "run.py")] + list(args),
         cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout,
-        input=input,
+        stdin=subprocess.DEVNULL,
     )
 
 

@@ -19,10 +19,11 @@ from conftest import REPO, real_fleet, run_py, write_json
 from worker_helpers import Proc, wait_until, worker_env
 
 sys.path.insert(0, REPO)
-from ds import autodeploy, automonitor  # noqa: E402
-from ds.aws import Session  # noqa: E402
-from ds.errors import UserError  # noqa: E402
-from ds.settings import Settings, load  # noqa: E402
+from ds.monitor import install as autodeploy  # noqa: E402
+from ds.monitor.auto import tick as automonitor  # noqa: E402
+from ds.core.aws import Session  # noqa: E402
+from ds.core.errors import UserError  # noqa: E402
+from ds.core.settings import Settings, load  # noqa: E402
 
 APP = "AutoTest"
 BUCKET = "auto-test-bucket"
@@ -114,7 +115,7 @@ def packaged_tick(tmp_path, env):
     that has nothing else of this repository."""
     pkg = tmp_path / "pkg"
     zipfile.ZipFile(io.BytesIO(autodeploy.package())).extractall(pkg)
-    code = ("import json, sys; sys.path.insert(0, %r); from ds.automonitor import handler; "
+    code = ("import json, sys; sys.path.insert(0, %r); from ds.monitor.auto.tick import handler; "
             "print(json.dumps(handler({'bucket': %r, 'key': %r}, None)))"
             % (str(pkg), BUCKET, KEY))
     done = subprocess.run([sys.executable, "-c", code], cwd=str(tmp_path), timeout=120,
@@ -157,13 +158,13 @@ def assert_account_empty(boto):
 def test_package_is_built_from_the_sources_and_imports_only_what_lambda_has(tmp_path):
     code = autodeploy.package()
     names = zipfile.ZipFile(io.BytesIO(code)).namelist()
-    assert "ds/automonitor.py" in names and "ds/local.py" not in names
+    assert "ds/monitor/auto/tick.py" in names and "ds/commands/local.py" not in names
     print("package: %d files, %d bytes" % (len(names), len(code)))
     zipfile.ZipFile(io.BytesIO(code)).extractall(tmp_path / "pkg")
     # Import the handler from the unpacked package alone, as the runtime does,
     # and list every module outside the standard library that came with it.
     pkg = str(tmp_path / "pkg")
-    probe = ("import os, sys; sys.path.insert(0, %r); import ds.automonitor; "
+    probe = ("import os, sys; sys.path.insert(0, %r); import ds.monitor.auto.tick; "
              "print(' '.join(sorted({n.split('.')[0] for n, m in list(sys.modules.items()) "
              "if n.split('.')[0] not in sys.stdlib_module_names and not "
              "(getattr(m, '__file__', None) or '').startswith(%r)})))" % (pkg, pkg))
@@ -181,7 +182,7 @@ def test_start_cluster_installs_the_schedule_and_ticks_end_the_run(project, boto
            "%sAutoMonitor (python3.12" % (APP, APP) in out
     lam, events, iam = boto("lambda"), boto("events"), boto("iam")
     fn = lam.get_function(FunctionName=APP + "AutoMonitor")["Configuration"]
-    assert fn["Runtime"] == "python3.12" and fn["Handler"] == "ds.automonitor.handler"
+    assert fn["Runtime"] == "python3.12" and fn["Handler"] == "ds.monitor.auto.tick.handler"
     rule = events.describe_rule(Name=APP + "AutoMonitorSchedule")
     assert rule["ScheduleExpression"] == "rate(5 minutes)"
     target, = events.list_targets_by_rule(Rule=APP + "AutoMonitorSchedule")["Targets"]

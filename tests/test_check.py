@@ -169,9 +169,9 @@ def test_one_broken_thing_gives_exactly_its_line(account, tmp_path, break_it, wo
 
 def test_check_only_reads(account, tmp_path, monkeypatch):
     """Every call check makes is a Describe, Get, List or Head call."""
-    from ds import check as check_module
-    from ds.aws import Session
-    from ds.settings import load
+    from ds.commands import check as check_module
+    from ds.core.aws import Session
+    from ds.core.settings import load
     for k, v in account["env"].items():
         if k.startswith("AWS_"):
             monkeypatch.setenv(k, v)
@@ -206,9 +206,9 @@ def test_spot_vcpu_quota_against_cluster_machines(tmp_path, monkeypatch):
     """The emulator has no EC2 quotas: patch one in, in-process."""
     from moto.server import ThreadedMotoServer
     from moto.servicequotas.models import ServiceQuotasBackend
-    from ds import check as check_module
-    from ds.aws import Session
-    from ds.settings import load
+    from ds.commands import check as check_module
+    from ds.core.aws import Session
+    from ds.core.settings import load
 
     def quota(self, service_code, quota_code):
         return {"ServiceCode": service_code, "QuotaCode": quota_code, "Value": 8.0}

@@ -188,9 +188,9 @@ def task_role():
 def task_environment(config_path, aws_env, role_url, home):
     """The registered task definition's environment, read back as the local
     launcher reads it, plus what ECS and the machine add: a role, no keys."""
-    from ds.local import Launcher
-    from ds.settings import load
-    from ds.aws import Session
+    from ds.commands.local import Launcher
+    from ds.core.settings import load
+    from ds.core.aws import Session
     settings = load(config_path)
     aws = Session(settings)
     count, container = Launcher(aws.client("ecs"), aws.client("ec2"), settings, home).desired()
@@ -305,7 +305,7 @@ def test_ds_style_image_runs_with_local_docker(tmp_path, user_env):
 
 
 def test_the_container_engines_notes_are_not_quoted_as_the_workers_last_words(tmp_path):
-    from ds.local import _last_line
+    from ds.commands.local import _last_line
     log = tmp_path / "task1.log"
     log.write_text("Traceback (most recent call last):\n  File \"generic-worker.py\"\n"
                    "KeyError: 'MY_NAME'\n\n"

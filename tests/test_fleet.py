@@ -8,9 +8,9 @@ import pytest
 from conftest import REGION, emulator_env, real_fleet, run_py, write_json
 from test_steps import DS_CONFIG, FLEET
 
-from ds import fleet
-from ds.errors import UserError
-from ds.settings import Settings, load
+from ds.resources import fleet
+from ds.core.errors import UserError
+from ds.core.settings import Settings, load
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import signal
 import pytest
 
 from conftest import real_fleet, run_py, write_json
-from worker_helpers import s3_keys, wait_until
+from worker_helpers import failure_records, s3_keys, wait_until
 
 BUCKET = "ops-test-bucket"
 CONFIG = """
@@ -156,9 +156,9 @@ def test_failures_status_and_redrive_bring_the_run_to_all_done(failing_run, boto
     assert sum(counts(sqs, "OpsTestDeadMessages")) == 2 and counts(sqs, "OpsTestQueue") == (0, 0)
 
     # The worker counted both jobs' failures; a redriven job's count starts again.
-    from ds import records
+    from ds.resources import records
     run_id = records.run_id(sqs, sqs.get_queue_url(QueueName="OpsTestQueue")["QueueUrl"])
-    assert len(records.failed_keys(s3, BUCKET, "OpsTest", run_id)) == 2
+    assert len(failure_records(s3, BUCKET, "OpsTest", run_id)) == 2
 
     # Fix both causes, redrive one job by name, then the rest.
     s3.put_object(Bucket=BUCKET, Key="data/A02.txt", Body=b"A02")
@@ -171,7 +171,7 @@ def test_failures_status_and_redrive_bring_the_run_to_all_done(failing_run, boto
     wait_until(lambda: settled(sqs, 0) and len(s3_keys(s3, BUCKET, "out/")) == 6, 120,
                "all six outputs")
     assert "6/6 done" in run("status").stdout
-    assert records.failed_keys(s3, BUCKET, "OpsTest", run_id) == set()
+    assert failure_records(s3, BUCKET, "OpsTest", run_id) == set()
     assert "Nothing to redrive" in run("redrive").stdout
 
     # The report agrees with the START lines and the queues: one bar per logged try.
@@ -214,7 +214,7 @@ def test_a_try_killed_outright_still_shows(tmp_path, aws_env, boto, workers):
     """A worker SIGKILLed mid-try: its START line is already in CloudWatch, so the
     try shows as cut off beside the try that finished the job. With watchtower's
     default 60 s send interval the START line would not be there in time."""
-    from ds import joblog
+    from ds.operate import joblog
     marker = tmp_path / "first-try-started"
     command = ('if [ ! -e {marker} ]; then touch {marker}; sleep 120; fi; '
                'echo ok > {output_dir}/{well}.txt')

@@ -164,9 +164,9 @@ def test_fresh_account_to_a_finished_run(user, boto):
 
 
 def test_documented_policies_are_the_ones_prepare_makes(tmp_path):
-    """The manual path of step 0 quotes exactly what ds/policies.py puts in place."""
-    from ds import policies
-    from ds.settings import load
+    """The manual path of step 0 quotes exactly what ds/resources/policies.py puts in place."""
+    from ds.resources import policies
+    from ds.core.settings import load
     config = shipped_config("my-lab-ds-bucket").replace("APP_NAME = 'ExampleProject'",
                                                         "APP_NAME = 'MyProject'")
     (tmp_path / "config.py").write_text(config)

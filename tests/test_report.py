@@ -13,7 +13,7 @@ import pytest
 from conftest import REPO, write_json
 from test_local import config_with
 
-GREEN, RED = (0x2e, 0x9e, 0x44), (0xd6, 0x27, 0x28)   # SUCCESS and FAILED in ds/report.py
+GREEN, RED = (0x2e, 0x9e, 0x44), (0xd6, 0x27, 0x28)   # SUCCESS and FAILED in ds/operate/report.py
 
 
 class Page(html.parser.HTMLParser):

@@ -16,10 +16,11 @@ from conftest import REPO, real_fleet, run_py, write_json
 from worker_helpers import queue_counts, wait_until, worker_env
 
 sys.path.insert(0, REPO)
-from ds import scalein  # noqa: E402
-from ds.aws import Session  # noqa: E402
-from ds.monitor import Run, run_settings  # noqa: E402
-from ds.settings import load  # noqa: E402
+from ds.monitor import scalein  # noqa: E402
+from ds.core.aws import Session  # noqa: E402
+from ds.core.runfile import run_settings  # noqa: E402
+from ds.monitor.steps import Run  # noqa: E402
+from ds.core.settings import load  # noqa: E402
 
 BUCKET = "scalein-bucket"
 CONFIG = """
@@ -259,7 +260,7 @@ def test_local_run_ends_idle_emulated_machines_and_their_workers(tmp_path):
 
 def test_prices_are_written_as_people_write_them():
     """The emulator's spot price (0.00001) used to read '$1e-05' in the summary."""
-    from ds.cost import estimate_line, price
+    from ds.operate.cost import estimate_line, price
     assert [price(p) for p in (0.042, 0.1, 0.00001, 0.25, 2.0)] == \
         ["0.042", "0.1", "0.00001", "0.25", "2"]
     assert "($0.00001 per machine-hour)" in estimate_line(1.0, 0.00001, 0.1)

@@ -11,15 +11,14 @@ import sys
 import time
 
 import boto3
-import pytest
 
 from conftest import REGION, real_fleet, run_py
 from faultproxy import FaultProxy
 import storm_helpers as sh
-from worker_helpers import Proc, queue_counts, wait_until
+from worker_helpers import failure_records, queue_counts, wait_until
 
 sys.path.insert(0, sh.REPO)
-from ds import jobs, records  # noqa: E402
+from ds.resources import jobs, records  # noqa: E402
 
 
 def clients(url):
@@ -163,7 +162,7 @@ def test_killed_workers_spend_no_retries(aws_env, tmp_path, workers):
     key = bad.pop()
     failed = s3.get_object(Bucket=sh.BUCKET, Key=records.failed_prefix("Killed", run_id) + key)
     assert failed["Body"].read().decode() == "2"  # exactly JOB_RETRIES failures
-    assert records.failed_keys(s3, sh.BUCKET, "Killed", run_id) == {key}
+    assert failure_records(s3, sh.BUCKET, "Killed", run_id) == {key}
 
 
 def test_monitor_survives_a_minute_of_failing_calls(aws_env, emulator, tmp_path, workers, boto):

@@ -8,8 +8,9 @@ import pytest
 from conftest import run_py, write_json
 from test_steps import DS_CONFIG
 
-from ds import commands, jobs, queue
-from ds.errors import UserError
+from ds.commands.submit import submit_job
+from ds.resources import jobs, queue
+from ds.core.errors import UserError
 
 
 SQS_LIMIT = 1048576   # bytes per message and per batch (1 MiB since August 2025)
@@ -101,9 +102,9 @@ def test_unsent_groups_are_saved_for_resubmission(tmp_path):
     stuck = {bodies[7], bodies[31]}
     sqs = StandInSQS(permanent=stuck)
     settings = {"SQS_QUEUE_NAME": "Q", "COMMAND": ""}
-    from ds.settings import Settings
+    from ds.core.settings import Settings
     with pytest.raises(UserError) as e:
-        commands.submit_job(StandInAWS(sqs), Settings(settings), path)
+        submit_job(StandInAWS(sqs), Settings(settings), path)
     assert "2 jobs could not be sent" in str(e.value) and "48 sent" in str(e.value)
     saved = str(e.value).split("saved in ")[1].split(":")[0]
     again = jobs.load_messages(saved)

@@ -77,6 +77,13 @@ def s3_keys(s3, bucket, prefix=""):
     return keys
 
 
+def failure_records(s3, bucket, app_name, run_id):
+    """The job keys whose tool failed at least once in the run, as the worker records them."""
+    from ds.resources import records
+    prefix = records.failed_prefix(app_name, run_id)
+    return {k[len(prefix):] for k in s3_keys(s3, bucket, prefix)}
+
+
 def worker_env(aws_env, queue, bucket, command, **extra):
     env = dict(aws_env)
     env.update(

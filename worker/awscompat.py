@@ -26,7 +26,7 @@ READS_ENDPOINT_ENV = _version(botocore.__version__) >= (1, 31)
 def _retry_config():
     # botocore's "standard" retries (5 tries per call) where it has them
     # (1.15+); our own loops wait out longer storms. Why not "adaptive":
-    # see ds/aws.py, which makes the same choice for the control plane.
+    # see ds/core/aws.py, which makes the same choice for the control plane.
     if _version(botocore.__version__) < (1, 15):
         return None
     from botocore.config import Config

@@ -6,7 +6,7 @@ One process handles one job at a time:
   -> upload outputs -> done record -> delete (success) | count the tool's
   failure and make it visible again, or move it to the dead-letter queue
   after JOB_RETRIES failures. Interruptions and AWS trouble release the job
-  without counting a failure (ds/records.py has the record layout).
+  without counting a failure (ds/resources/records.py has the record layout).
 
 Configuration comes only from the environment (the ECS task definition);
 see documentation/worker.md. Source compatible with Python 2.7 and 3.9+.
@@ -47,7 +47,7 @@ MAX_BACKOFF = 60.0
 # A job released over AWS trouble comes back after this long, not at once:
 # retrying at once in a storm only adds to it.
 AWS_TROUBLE_DELAY = 10
-RECORDS = "ds-records"  # the layout is ds/records.py's; keep them in step
+RECORDS = "ds-records"  # the layout is ds/resources/records.py's; keep them in step
 # Seconds between CloudWatch sends. watchtower's default (60 s) holds a try's
 # lines until it ends, so a try killed outright (SIGKILL, a lost machine, an
 # OOM kill) would leave no line at all; status, failures and the run report

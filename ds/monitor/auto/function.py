@@ -1,0 +1,39 @@
+"""The automatic monitor's function as AWS knows it: the names of its function,
+role and schedule, and their removal by the run's last tick."""
+from ds.core.aws import explain, unless_gone
+
+
+def function_name(app_name):
+    return app_name + "AutoMonitor"
+
+
+def role_name(app_name):
+    return app_name + "AutoMonitorRole"
+
+
+def rule_name(app_name):
+    return app_name + "AutoMonitorSchedule"
+
+
+def remove(aws, app_name):
+    """Schedule first, then function and role: a stop midway leaves nothing that runs."""
+    events, lam, iam = aws.client("events"), aws.client("lambda"), aws.client("iam")
+    rule, fn, role = rule_name(app_name), function_name(app_name), role_name(app_name)
+    with explain("remove the automatic monitor of %s" % app_name):
+        if _removed(lambda: events.remove_targets(Rule=rule, Ids=["tick"])):
+            _removed(lambda: events.delete_rule(Name=rule))
+            print("Removed the schedule %s." % rule)
+        _removed(lambda: lam.remove_permission(FunctionName=fn, StatementId=rule))
+        if _removed(lambda: lam.delete_function(FunctionName=fn)):
+            print("Removed the automatic monitor's function %s." % fn)
+        _removed(lambda: iam.delete_role_policy(RoleName=role, PolicyName="tick"))
+        if _removed(lambda: iam.delete_role(RoleName=role)):
+            print("Removed role %s." % role)
+
+
+def _removed(call):
+    """Make the call; False if what it removes was already gone."""
+    with unless_gone():
+        call()
+        return True
+    return False

@@ -1,0 +1,48 @@
+"""The automatic monitor's state: the run's monitor file, kept in the bucket at
+monitors/APP_NAME.json so that every tick (the function's, or the laptop's)
+reads and writes the same copy."""
+import json
+
+from ds.core.aws import explain, is_gone
+
+KEY_PREFIX = "monitors/"
+
+
+def key_for(app_name):
+    return "%s%s.json" % (KEY_PREFIX, app_name)
+
+
+def upload(s3, bucket, key, info):
+    with explain("write the run's monitor file to s3://%s/%s" % (bucket, key)):
+        s3.put_object(Bucket=bucket, Key=key, Body=json.dumps(info, indent=2).encode(),
+                      ContentType="application/json")
+
+
+def load(s3, bucket, key):
+    """The stored monitor file, or None if it is gone."""
+    try:
+        body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+    except Exception as e:
+        if is_gone(e):
+            return None
+        raise
+    return json.loads(body)
+
+
+def _progress(info):
+    """How far a run has got, to compare two copies of its monitor file."""
+    state = info.get("MONITOR_TEARDOWN") or {}
+    return (bool(info.get("MONITOR_FINISHED")), bool(info.get("MONITOR_TEARDOWN")),
+            state.get("step", 0), len(state.get("export", {}).get("done", [])))
+
+
+def save(s3, bucket, key, info):
+    """Write `info` unless another tick (the laptop's, say) has got further meanwhile:
+    a slower tick never winds the run back."""
+    stored = load(s3, bucket, key)
+    if stored is None and info.get("MONITOR_TEARDOWN"):
+        return info  # the last tick has removed the file: the run is gone
+    if stored is not None and _progress(stored) > _progress(info):
+        return stored
+    upload(s3, bucket, key, info)
+    return info

@@ -1,0 +1,245 @@
+"""Installing the automatic monitor: package, role, function, schedule (startCluster).
+
+One function per run (APP_NAME + 'AutoMonitor'), with a role of its own
+whose inline policy names only that run's queues, bucket, cluster, alarms,
+logs, schedule and function. Per run rather than one shared function: the
+policy can be that narrow, and the last tick removes everything without
+asking whether another run still uses it (monitor/auto/function.py). Every
+call here is idempotent: startCluster run again updates what exists.
+"""
+import ast
+import io
+import json
+import os
+import zipfile
+
+import botocore.exceptions
+
+from ds import REPO as ROOT
+from ds.core import runfile, wait
+from ds.core.aws import error_code, explain
+from ds.core.settings import KNOBS
+from ds.monitor.auto import function, state
+
+RUNTIME = "python3.12"
+HANDLER = "ds.monitor.auto.tick.handler"
+RATE_MINUTES = 5          # the schedule: one tick every 5 minutes
+TIMEOUT = 300             # seconds one tick may run (tick.TICK_BUDGET is less)
+MEMORY_MB = 256
+ENTRY = "ds/monitor/auto/tick.py"
+TRUST = {"Version": "2012-10-17", "Statement": [{
+    "Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"},
+    "Action": "sts:AssumeRole"}]}
+
+
+def module_file(name):
+    """The repository file of module `name` (ds.x.y, or one of worker/'s), or None."""
+    parts = name.split(".")
+    if parts[0] != "ds":
+        path = "worker/%s.py" % name
+        return path if len(parts) == 1 and os.path.isfile(os.path.join(ROOT, path)) else None
+    for path in ("/".join(parts) + ".py", "/".join(parts) + "/__init__.py"):
+        if os.path.isfile(os.path.join(ROOT, path)):
+            return path
+    return None
+
+
+def imports_of(path):
+    """The modules of this repository that the file at `path` imports, anywhere in it."""
+    with open(os.path.join(ROOT, path)) as f:
+        tree = ast.parse(f.read(), path)
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names.add(node.module)
+            names.update("%s.%s" % (node.module, a.name) for a in node.names)  # submodules
+        elif isinstance(node, ast.Import):
+            names.update(a.name for a in node.names)
+    found = set()
+    for name in names:
+        parts = name.split(".")
+        for n in range(1, len(parts) + 1):  # a package's __init__ runs before its modules
+            found.add(module_file(".".join(parts[:n])))
+    found.discard(None)
+    found.discard(path)
+    return found
+
+
+def sources():
+    """The repository files the handler needs: its module and everything it imports
+    from this repository, followed all the way. Read from the repository, never
+    copied by hand."""
+    todo, found = [ENTRY], set()
+    while todo:
+        path = todo.pop()
+        if path not in found:
+            found.add(path)
+            todo.extend(imports_of(path))
+    return sorted(found)
+
+
+def package():
+    """The deployment package: a zip built in memory from sources()."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+        for path in sources():
+            info = zipfile.ZipInfo(path, date_time=(2020, 1, 1, 0, 0, 0))
+            info.external_attr = 0o644 << 16
+            info.compress_type = zipfile.ZIP_DEFLATED
+            with open(os.path.join(ROOT, path), "rb") as f:
+                z.writestr(info, f.read())
+    return buf.getvalue()
+
+
+def policy(settings, account, region, bucket):
+    """Least privilege for one tick of this run (see documentation/configuration.md)."""
+    app = settings.APP_NAME
+    arn = lambda service, what: "arn:aws:%s:%s:%s:%s" % (service, region, account, what)
+    queues = [arn("sqs", settings.SQS_QUEUE_NAME), arn("sqs", settings.dead_letter_queue_name)]
+    return {"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Action": ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"],
+         "Resource": "arn:aws:s3:::%s/*" % bucket},
+        {"Effect": "Allow", "Action": "s3:ListBucket", "Resource": "arn:aws:s3:::%s" % bucket},
+        {"Effect": "Allow", "Action": ["sqs:GetQueueUrl", "sqs:GetQueueAttributes",
+                                       "sqs:ListQueueTags", "sqs:DeleteQueue"],
+         "Resource": queues},
+        # EC2's describe calls and spot fleet actions take no resource ARNs.
+        {"Effect": "Allow", "Action": [
+            "ec2:DescribeSpotFleetRequests", "ec2:DescribeSpotFleetInstances",
+            "ec2:DescribeSpotFleetRequestHistory", "ec2:ModifySpotFleetRequest",
+            "ec2:CancelSpotFleetRequests", "ec2:DescribeInstances",
+            "ec2:DescribeSpotPriceHistory", "ec2:TerminateInstances"], "Resource": "*"},
+        {"Effect": "Allow", "Action": [
+            "ecs:DescribeServices", "ecs:UpdateService", "ecs:DeleteService",
+            "ecs:DescribeClusters", "ecs:DeleteCluster", "ecs:ListServices",
+            "ecs:ListTaskDefinitions", "ecs:DeregisterTaskDefinition"], "Resource": "*"},
+        {"Effect": "Allow", "Action": ["cloudwatch:DescribeAlarms", "cloudwatch:ListDashboards"],
+         "Resource": "*"},
+        {"Effect": "Allow", "Action": "cloudwatch:DeleteAlarms",
+         "Resource": arn("cloudwatch", "alarm:%s_*" % app)},
+        {"Effect": "Allow", "Action": "cloudwatch:DeleteDashboards",
+         "Resource": "arn:aws:cloudwatch::%s:dashboard/%s" % (account, app)},
+        {"Effect": "Allow", "Action": ["logs:DescribeLogGroups", "logs:CreateExportTask",
+                                       "logs:DescribeExportTasks"], "Resource": "*"},
+        {"Effect": "Allow", "Action": ["logs:CreateLogGroup", "logs:CreateLogStream",
+                                       "logs:PutLogEvents"],
+         "Resource": arn("logs", "log-group:/aws/lambda/%s:*" % function.function_name(app))},
+        {"Effect": "Allow", "Action": ["events:RemoveTargets", "events:DeleteRule"],
+         "Resource": arn("events", "rule/%s" % function.rule_name(app))},
+        {"Effect": "Allow", "Action": ["lambda:DeleteFunction", "lambda:RemovePermission"],
+         "Resource": arn("lambda", "function:%s" % function.function_name(app))},
+        {"Effect": "Allow", "Action": ["iam:DeleteRolePolicy", "iam:DeleteRole"],
+         "Resource": "arn:aws:iam::%s:role/%s" % (account, function.role_name(app))},
+    ]}
+
+
+def ensure_role(iam, settings, account, region):
+    """The function's role and inline policy, created or brought up to date."""
+    name = function.role_name(settings.APP_NAME)
+    with explain("create IAM role %s for the automatic monitor" % name,
+                 "Creating it needs iam:CreateRole and iam:PutRolePolicy; or set "
+                 "AUTO_MONITOR = False and run monitor yourself."):
+        try:
+            arn = iam.create_role(RoleName=name, AssumeRolePolicyDocument=json.dumps(TRUST),
+                                  Description="Distributed-Something automatic monitor of %s"
+                                  % settings.APP_NAME,
+                                  Tags=[{"Key": "APP_NAME", "Value": settings.APP_NAME}])[
+                "Role"]["Arn"]
+        except iam.exceptions.EntityAlreadyExistsException:
+            arn = iam.get_role(RoleName=name)["Role"]["Arn"]
+        iam.put_role_policy(RoleName=name, PolicyName="tick", PolicyDocument=json.dumps(
+            policy(settings, account, region, settings.AWS_BUCKET)))
+    return arn
+
+
+def ensure_function(lam, settings, role_arn, code):
+    name = function.function_name(settings.APP_NAME)
+
+    def create():
+        try:
+            return lam.create_function(
+                FunctionName=name, Runtime=RUNTIME, Role=role_arn, Handler=HANDLER,
+                Code={"ZipFile": code}, Timeout=TIMEOUT, MemorySize=MEMORY_MB,
+                Description="Distributed-Something automatic monitor of %s" % settings.APP_NAME,
+                Tags={"APP_NAME": settings.APP_NAME})["FunctionArn"]
+        except lam.exceptions.ResourceConflictException:
+            arn = lam.update_function_code(FunctionName=name, ZipFile=code)["FunctionArn"]
+            wait.until(lambda: _updated(lam, name), "function %s to update" % name, timeout=120)
+            lam.update_function_configuration(FunctionName=name, Runtime=RUNTIME,
+                                              Role=role_arn, Handler=HANDLER, Timeout=TIMEOUT,
+                                              MemorySize=MEMORY_MB)
+            return arn
+        except botocore.exceptions.ClientError as e:
+            # A new role takes a few seconds to reach Lambda: ask again.
+            if error_code(e) == "InvalidParameterValueException" and "role" in str(e).lower():
+                return None
+            raise
+
+    with explain("create Lambda function %s" % name):
+        return wait.until(create, "IAM role %s to reach Lambda" % function.role_name(settings.APP_NAME),
+                          timeout=120)
+
+
+def _updated(lam, name):
+    config = lam.get_function_configuration(FunctionName=name)
+    return config.get("LastUpdateStatus", "Successful") != "InProgress"
+
+
+def install(aws, settings, bucket, key):
+    """Role, function, schedule, target and permission for this run. Returns the
+    package size in bytes."""
+    app = settings.APP_NAME
+    with explain("look up the AWS account"):
+        account = aws.client("sts").get_caller_identity()["Account"]
+    region = settings.AWS_REGION
+    role_arn = ensure_role(aws.client("iam"), settings, account, region)
+    code = package()
+    lam, events = aws.client("lambda"), aws.client("events")
+    fn_arn = ensure_function(lam, settings, role_arn, code)
+    rule = function.rule_name(app)
+    with explain("create the schedule %s" % rule):
+        rule_arn = events.put_rule(Name=rule, ScheduleExpression="rate(%d minutes)" % RATE_MINUTES,
+                                   State="ENABLED",
+                                   Description="Ticks the automatic monitor of %s" % app)[
+            "RuleArn"]
+        events.put_targets(Rule=rule, Targets=[{"Id": "tick", "Arn": fn_arn, "Input": json.dumps(
+            {"bucket": bucket, "key": key})}])
+    with explain("let the schedule %s call function %s" % (rule, function.function_name(app))):
+        if rule not in _statement_ids(lam, function.function_name(app)):  # startCluster run again
+            lam.add_permission(FunctionName=function.function_name(app), StatementId=rule,
+                               Action="lambda:InvokeFunction",
+                               Principal="events.amazonaws.com", SourceArn=rule_arn)
+    return len(code)
+
+
+def _statement_ids(lam, name):
+    try:
+        policy_doc = lam.get_policy(FunctionName=name)["Policy"]
+    except lam.exceptions.ResourceNotFoundException:
+        return set()  # no permission yet
+    return {s.get("Sid") for s in json.loads(policy_doc).get("Statement", [])}
+
+
+def run_state(settings, info):
+    """What the bucket's copy of the monitor file holds: the laptop's file plus
+    the settings a tick needs, since no config.py travels to the function."""
+    knobs = {k: settings[k] for k in KNOBS if k in settings}
+    knobs["AWS_PROFILE"] = ""  # the function runs with its own role
+    return dict(info, MONITOR_SETTINGS=knobs, MONITOR_TEARDOWN=None)
+
+
+
+def start(aws, settings, monitor_path):
+    """startCluster with AUTO_MONITOR: the monitor file to the bucket, then the
+    function and its schedule; the laptop's file learns where the state lives."""
+    info = runfile.read(monitor_path)
+    key = state.key_for(settings.APP_NAME)
+    state.upload(aws.client("s3"), settings.AWS_BUCKET, key, run_state(settings, info))
+    size = install(aws, settings, settings.AWS_BUCKET, key)
+    runfile.update(monitor_path, MONITOR_AUTO_KEY=key)
+    print("The run monitors itself: schedule %s calls function %s (%s, package %.1f kB) "
+          "every %d minutes, and it removes everything once the queue is empty."
+          % (function.rule_name(settings.APP_NAME), function.function_name(settings.APP_NAME),
+             RUNTIME, size / 1024.0, RATE_MINUTES))
+
+

@@ -1,0 +1,121 @@
+"""Scale-in: once the queue has nothing left to hand out, pay for busy machines only.
+
+How a machine is known to be busy: while it holds a job, each worker keeps a
+busy record, the S3 object busy/APP_NAME/INSTANCE_ID/WORKER (worker/busy.py),
+rewritten with every lease renewal and deleted when the job is settled. A
+record older than a lease counts as gone (its worker died). One listing per
+poll tells the monitor which machines hold a job.
+
+Why records and not the START/END log lines: one list call per poll instead
+of reading every job's log stream, and a dead worker's record expires by
+itself instead of leaving an unmatched START forever.
+
+The rule, each poll with nothing visible in the queue:
+  1. if the records do not account for every job SQS counts in flight
+     (workers without INSTANCE_ID, a record not yet written), fall back to
+     the old rule: lower the target to the machines the jobs in flight need,
+     terminating nothing;
+  2. otherwise lower the fleet's target to the number of busy machines
+     (noTermination: the fleet replaces nothing we end), and terminate the
+     machines seen idle on this poll and the one before. A machine with a
+     record is never terminated; the records are listed again just before
+     terminating.
+"""
+import datetime
+
+from ds.core.aws import explain
+from ds.resources import fleet
+
+PREFIX = "busy/"
+
+
+def records_prefix(app_name):
+    return "%s%s/" % (PREFIX, app_name)
+
+
+def busy_workers(s3, bucket, app_name, lease, now=None):
+    """{instance id: number of workers holding a job}, from fresh busy records."""
+    now = now or datetime.datetime.now(datetime.timezone.utc)
+    prefix = records_prefix(app_name)
+    found = {}
+    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+    for page in pages:
+        for obj in page.get("Contents", []):
+            parts = obj["Key"][len(prefix):].split("/")
+            if len(parts) != 2 or (now - obj["LastModified"]).total_seconds() > lease:
+                continue
+            found[parts[0]] = found.get(parts[0], 0) + 1
+    return found
+
+
+def decide(running, busy, in_flight, idle_before):
+    """The rule itself, on plain values.
+
+    running: machine ids in the fleet; busy: {machine id: workers with a job};
+    in_flight: jobs SQS counts as taken; idle_before: machines idle last poll.
+    Returns (target or None for "fall back", machines idle now, machines to end).
+    """
+    busy_here = {m: n for m, n in busy.items() if m in running}
+    if sum(busy_here.values()) < in_flight or not busy_here:
+        return None, set(), []
+    idle = set(running) - set(busy_here)
+    return len(busy_here), idle, sorted(idle & idle_before)
+
+
+class ScaleIn:
+    """The scale-in's memory between polls: which machines were idle last time."""
+
+    def __init__(self, ec2, s3, settings, fleet_id, per_machine):
+        self.ec2, self.s3, self.s = ec2, s3, settings
+        self.fleet_id, self.per_machine = fleet_id, per_machine
+        self.idle_before = set()
+
+    def busy(self):
+        with explain("list the busy records in s3://%s/%s"
+                     % (self.s.AWS_BUCKET, records_prefix(self.s.APP_NAME))):
+            return busy_workers(self.s3, self.s.AWS_BUCKET, self.s.APP_NAME,
+                                self.s.SQS_MESSAGE_VISIBILITY)
+
+    def poll(self, visible, in_flight, running):
+        """One step; call it on every poll of the monitor."""
+        if visible or not in_flight:
+            self.idle_before = set()   # work to hand out: nobody is idle for long
+            return
+        target, idle, to_end = decide(running, self.busy(), in_flight, self.idle_before)
+        if target is None:
+            self.idle_before = set()
+            need = fleet.machines_needed(in_flight, self.per_machine)
+            if fleet.scale_down(self.ec2, self.fleet_id, need):
+                print("Nothing left to hand out: the fleet now asks for %d machine%s; running "
+                      "machines finish their jobs." % (need, "" if need == 1 else "s"))
+            return
+        if fleet.scale_down(self.ec2, self.fleet_id, target):
+            print("Nothing left to hand out: the fleet now asks for the %d busy machine%s; "
+                  "idle machines end after two polls." % (target, "" if target == 1 else "s"))
+        self.idle_before = idle
+        if to_end:
+            self.end(to_end)
+
+    def end(self, machines):
+        # A retried job may have reached one of them since the listing.
+        now_busy = self.busy()
+        machines = [m for m in machines if m not in now_busy]
+        if not machines:
+            return
+        with explain("terminate idle machines of spot fleet %s" % self.fleet_id):
+            self.ec2.terminate_instances(InstanceIds=machines)
+        for m in machines:
+            print("Ended idle machine %s (no job on two polls in a row)." % m)
+        self.idle_before -= set(machines)
+
+
+def forget_records(s3, settings):
+    """Delete leftover busy records (workers killed without cleaning up)."""
+    prefix = records_prefix(settings.APP_NAME)
+    with explain("delete the busy records in s3://%s/%s" % (settings.AWS_BUCKET, prefix)):
+        pages = s3.get_paginator("list_objects_v2").paginate(Bucket=settings.AWS_BUCKET,
+                                                             Prefix=prefix)
+        for page in pages:
+            keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
+            if keys:
+                s3.delete_objects(Bucket=settings.AWS_BUCKET, Delete={"Objects": keys})
