@@ -17,7 +17,6 @@ own overhead from above; on AWS the service side runs elsewhere.
 """
 import argparse
 import os
-import re
 import shutil
 import statistics
 import sys
@@ -26,12 +25,17 @@ import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "tests"))
+sys.path.insert(0, REPO)
 
 from conftest import emulator_env  # noqa: E402
+from ds.operate import joblog  # noqa: E402
 from worker_helpers import (Workers, make_queues, queue_counts, send_jobs,  # noqa: E402
                             start_emulator, wait_until, worker_env)
 
-END = re.compile(r"outcome (\S+) exit_code \S+ attempt \S+ duration ([\d.]+)s tool ([\d.]+)s")
+
+
+def ended_lines(output):
+    return [e for e in map(joblog.ended, output.splitlines()) if e]
 
 
 def main():
@@ -75,9 +79,9 @@ def main():
             send_jobs(sqs, q1, {}, [{"job_name": "o%d" % i, "output": "o/%d" % i}
                                     for i in range(args.overhead_jobs)])
             w.wait_for(r"END job", count=args.overhead_jobs, timeout=300)
-            ends = END.findall(w.output())
-            assert all(o == "SUCCESS" for o, _, _ in ends), ends
-            over = [float(d) - float(t) for _, d, t in ends]
+            ends = ended_lines(w.output())
+            assert all(e.outcome == "SUCCESS" for e in ends), ends
+            over = [e.duration - e.tool for e in ends]
             w.stop()
             medians.append(statistics.median(over))
             print("per-job overhead (receive-to-delete minus tool time), %d jobs, 1 worker, %s:"
@@ -101,7 +105,7 @@ def main():
         wait_until(lambda: queue_counts(sqs, q2) == (0, 0), 600, "queue drained",
                    interval=0.1)
         makespan = time.monotonic() - t0
-        done = sum(len(END.findall(x.output())) for x in ws)
+        done = sum(len(ended_lines(x.output())) for x in ws)
         ideal = args.jobs * args.sleep / args.workers
         print("makespan: %d jobs of `%s` on %d workers: %.2f s (sending took %.2f s);"
               " ideal %.2f s; ratio %.2f; jobs logged %d"

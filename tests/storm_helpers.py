@@ -7,7 +7,6 @@ tool ran is known without asking AWS.
 import collections
 import json
 import os
-import re
 import subprocess
 import sys
 import time
@@ -16,9 +15,9 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 from faultproxy import FaultProxy  # noqa: E402
+from ds.operate import joblog  # noqa: E402
 
 BUCKET = "ds-storm-bucket"
-END_LINE = re.compile(r"END job (\S+) outcome (\S+)")
 
 
 def write_config(path, app_name, **knobs):
@@ -63,9 +62,9 @@ def completions(logs, group):
     pages = logs.get_paginator("filter_log_events").paginate(logGroupName=group)
     for page in pages:
         for event in page["events"]:
-            m = END_LINE.search(event["message"])
-            if m and m.group(2) == "SUCCESS":
-                seen.add((m.group(1), event["timestamp"], event["message"]))
+            end = joblog.ended(event["message"])
+            if end and end.outcome == "SUCCESS":
+                seen.add((end.job, event["timestamp"], event["message"]))
     return collections.Counter(name for name, _t, _m in seen)
 
 

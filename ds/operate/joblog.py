@@ -9,6 +9,7 @@ Whether a job is *done* never comes from here: a try killed outright leaves
 no END line, and a lost line must not turn a done job into a failed one.
 Done comes from durable facts (the queues, the done records).
 """
+import collections
 import re
 
 START = re.compile(r"\bSTART job (\S+) attempt (\S+)(?: message (\S+))?(?: worker (\S+))?")
@@ -16,6 +17,8 @@ END = re.compile(r"\bEND job (\S+) outcome (\S+) exit_code (\S+) attempt (\S+)"
                  r"(?: duration ([\d.]+)s)?(?: tool ([\d.]+)s)?")
 CUT_OFF = "CUT-OFF"            # a try whose START was followed by another try's START
 DONE_OUTCOMES = ("SUCCESS", "SKIPPED-already-done")
+# What one END line says; duration and tool (seconds) are None in lines that lack them.
+Ended = collections.namedtuple("Ended", "job outcome exit_code attempt duration tool")
 
 
 def _int(text):
@@ -84,17 +87,26 @@ def _on_start(job, match, when):
     job.tries.append(Try(job.name, attempt, match.group(4) or "unknown", when))
 
 
-def _on_end(job, match, when):
-    attempt = _int(match.group(4))
+def ended(line):
+    """The END line's fields (Ended), or None if `line` holds no END line."""
+    m = END.search(line)
+    if not m:
+        return None
+    seconds = [float(g) if g else None for g in m.group(5, 6)]
+    return Ended(m.group(1), m.group(2), _int(m.group(3)), _int(m.group(4)), *seconds)
+
+
+def _on_end(job, end, when):
     t = job.tries[-1] if job.tries else None
-    if t is None or t.outcome is not None or (attempt and t.attempt and attempt != t.attempt):
-        t = Try(job.name, attempt, "unknown", when)  # its START never arrived
+    if t is None or t.outcome is not None or (end.attempt and t.attempt
+                                              and end.attempt != t.attempt):
+        t = Try(job.name, end.attempt, "unknown", when)  # its START never arrived
         job.tries.append(t)
     t.end_ms = when
-    t.outcome = match.group(2)
-    t.exit_code = _int(match.group(3))
-    if match.group(5):
-        t.duration = float(match.group(5))
+    t.outcome = end.outcome
+    t.exit_code = end.exit_code
+    if end.duration is not None:
+        t.duration = end.duration
         t.start_ms = min(t.start_ms, when - int(t.duration * 1000))
 
 
@@ -112,9 +124,9 @@ def parse(events):
             if m:
                 _on_start(job, m, event["timestamp"])
                 continue
-            m = END.search(line)
-            if m:
-                _on_end(job, m, event["timestamp"])
+            end = ended(line)
+            if end:
+                _on_end(job, end, event["timestamp"])
     return {k: v for k, v in jobs.items() if v.tries}
 
 
