@@ -22,6 +22,14 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REGION = "us-east-1"
 
 
+def pytest_collection_modifyitems(items):
+    """Files with a test marked slow go first: with one file per test process
+    (pytest.ini's --dist loadfile), a long file started last would end the
+    suite alone."""
+    slow_files = {item.fspath for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.fspath not in slow_files)  # stable: keeps file order
+
+
 def _free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -65,12 +73,13 @@ def _stop(proc):
             continue
 
 
-@pytest.fixture(scope="session")
-def emulator(tmp_path_factory):
-    """Start `moto_server` on a free 127.0.0.1 port; yield its URL."""
-    logdir = tmp_path_factory.mktemp("emulator")
+def _start_emulator(logdir, managed_policies):
+    """Start `moto_server` on a free 127.0.0.1 port; return (process, log, URL)."""
     exe = os.path.join(os.path.dirname(sys.executable), "moto_server")
     cmd = [exe] if os.path.exists(exe) else [sys.executable, "-m", "moto.server"]
+    env = dict(os.environ)
+    if managed_policies:
+        env["MOTO_IAM_LOAD_MANAGED_POLICIES"] = "true"
     for _attempt in range(5):
         port = _free_port()
         url = "http://127.0.0.1:%d" % port
@@ -78,19 +87,41 @@ def emulator(tmp_path_factory):
         proc = subprocess.Popen(
             cmd + ["-H", "127.0.0.1", "-p", str(port)],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            preexec_fn=_die_with_parent,
-            env=dict(os.environ, MOTO_IAM_LOAD_MANAGED_POLICIES="true"),
-        )
+            preexec_fn=_die_with_parent, env=env)
         if _wait_ready(proc, url):
-            break
+            return proc, log, url
         log.close()  # exited at once: port taken, try another
-    else:
-        raise RuntimeError("could not start the AWS emulator")
+    raise RuntimeError("could not start the AWS emulator")
+
+
+@pytest.fixture(scope="session")
+def emulator(tmp_path_factory):
+    """The test process's AWS emulator; yields its URL.
+
+    Without AWS's managed IAM policies: loading them makes every reset take
+    over a second. Tests that attach them (prepare) use emulator_iam."""
+    proc, log, url = _start_emulator(tmp_path_factory.mktemp("emulator"), False)
     try:
         yield url
     finally:
         _stop(proc)
         log.close()
+
+
+@pytest.fixture(scope="session")
+def emulator_iam(tmp_path_factory):
+    """An emulator that knows AWS's managed IAM policies, as a real account does."""
+    proc, log, url = _start_emulator(tmp_path_factory.mktemp("emulator-iam"), True)
+    try:
+        yield url
+    finally:
+        _stop(proc)
+        log.close()
+
+
+def reset(url):
+    req = urllib.request.Request(url + "/moto-api/reset", method="POST")
+    urllib.request.urlopen(req, timeout=10).close()
 
 
 def emulator_env(url, home):
@@ -116,10 +147,14 @@ def emulator_env(url, home):
 
 
 @pytest.fixture
-def aws_env(emulator, tmp_path, monkeypatch):
-    """Reset the emulator and point this process and its children at it."""
-    req = urllib.request.Request(emulator + "/moto-api/reset", method="POST")
-    urllib.request.urlopen(req, timeout=10).close()
+def aws_env(request, tmp_path, monkeypatch):
+    """Reset the emulator and point this process and its children at it.
+
+    Tests marked managed_policies get the emulator that knows AWS's managed
+    IAM policies (emulator_iam); the others the faster one."""
+    managed = request.node.get_closest_marker("managed_policies") is not None
+    emulator = request.getfixturevalue("emulator_iam" if managed else "emulator")
+    reset(emulator)
     home = tmp_path / "home"
     home.mkdir()
     env = emulator_env(emulator, str(home))

@@ -7,12 +7,11 @@ made here when needed) and never changes what the other cases use.
 import json
 import os
 import re
-import urllib.request
 
 import boto3
 import pytest
 
-from conftest import REGION, REPO, emulator_env, run_py
+from conftest import REGION, REPO, emulator_env, reset, run_py
 from test_prepare import FLEET_FILE, aws_like_default_vpc, shipped_config
 
 NO_SUCH = {"ami": "ami-0123456789abcdef0", "subnet": "subnet-0123456789abcdef0",
@@ -20,10 +19,10 @@ NO_SUCH = {"ami": "ami-0123456789abcdef0", "subnet": "subnet-0123456789abcdef0",
 
 
 @pytest.fixture(scope="module")
-def account(emulator, tmp_path_factory):
+def account(emulator_iam, tmp_path_factory):
     """An emulated account after `prepare`, and the config naming its worker role."""
-    urllib.request.urlopen(urllib.request.Request(emulator + "/moto-api/reset", method="POST"),
-                           timeout=10).close()
+    emulator = emulator_iam
+    reset(emulator)
     home = tmp_path_factory.mktemp("home")
     env = emulator_env(emulator, str(home))
     work = tmp_path_factory.mktemp("prepared")

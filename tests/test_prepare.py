@@ -8,6 +8,9 @@ import pytest
 
 from conftest import REPO, run_py
 
+# prepare attaches AWS managed policies: the emulator must know them.
+pytestmark = pytest.mark.managed_policies
+
 FLEET_FILE = "files/ExampleProjectFleet_us-east-1.json"
 BUCKET = "ds-prepare-test"
 

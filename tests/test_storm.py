@@ -11,6 +11,7 @@ import sys
 import time
 
 import boto3
+import pytest
 
 from conftest import REGION, real_fleet, run_py
 from faultproxy import FaultProxy
@@ -39,6 +40,7 @@ def all_done_records(s3, app_name):
     return keys
 
 
+@pytest.mark.slow
 def test_local_run_completes_in_a_storm(aws_env, emulator, tmp_path):
     aws = clients(emulator)
     aws("s3").create_bucket(Bucket=sh.BUCKET)
@@ -117,6 +119,7 @@ def test_the_same_job_submitted_twice_runs_once(aws_env, tmp_path, workers):
     assert (jobs["done"], jobs["total"]) == (2, 2), jobs
 
 
+@pytest.mark.slow
 def test_killed_workers_spend_no_retries(aws_env, tmp_path, workers):
     """Workers killed again and again (SIGKILL, SIGTERM) while JOB_RETRIES is 2."""
     runlog = str(tmp_path / "runs.log")
@@ -165,6 +168,7 @@ def test_killed_workers_spend_no_retries(aws_env, tmp_path, workers):
     assert failure_records(s3, sh.BUCKET, "Killed", run_id) == {key}
 
 
+@pytest.mark.slow
 def test_monitor_survives_a_minute_of_failing_calls(aws_env, emulator, tmp_path, workers, boto):
     with FaultProxy(emulator) as proxy:
         env = dict(aws_env, AWS_ENDPOINT_URL=proxy.url)

@@ -112,6 +112,7 @@ def test_unsent_groups_are_saved_for_resubmission(tmp_path):
     assert len(sqs.received) == 48 and sqs.tags["submitted"] == "48"
 
 
+@pytest.mark.slow
 def test_few_thousand_through_the_emulator(tmp_path, aws_env, boto):
     (tmp_path / "config.py").write_text(DS_CONFIG)
     boto("s3").create_bucket(Bucket="ds-test-bucket")
