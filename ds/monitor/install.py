@@ -228,7 +228,6 @@ def run_state(settings, info):
     return dict(info, MONITOR_SETTINGS=knobs, MONITOR_TEARDOWN=None)
 
 
-
 def start(aws, settings, monitor_path):
     """startCluster with AUTO_MONITOR: the monitor file to the bucket, then the
     function and its schedule; the laptop's file learns where the state lives."""
