@@ -178,6 +178,10 @@ def test_monitor_file_errors(user):
     write_json(user.dir / "files" / "m.json", {"MONITOR_APP_NAME": "x"})
     line = one_line_error(user("monitor", "files/m.json"))
     assert "MONITOR_FLEET_ID" in line
+    write_json(user.dir / "files" / "m.json", ["not", "a", "monitor", "file"])
+    for command in ("monitor", "status", "report"):
+        line = one_line_error(user(command, "files/m.json"))
+        assert line == "error: files/m.json: not a monitor file (startCluster writes one).", line
     write_json(user.dir / "files" / "m.json", {
         "MONITOR_FLEET_ID": "sfr-1", "MONITOR_APP_NAME": "DSTest",
         "MONITOR_ECS_CLUSTER": "dstestcluster", "MONITOR_QUEUE_NAME": "DSTestQueue",

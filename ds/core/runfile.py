@@ -23,7 +23,10 @@ def default_path(settings):
 
 
 def read(path):
-    return read_json(path, WHAT)
+    info = read_json(path, WHAT)
+    if not isinstance(info, dict):
+        raise UserError("%s: not a monitor file (startCluster writes one)." % path)
+    return info
 
 
 def update(path, **values):
@@ -58,7 +61,7 @@ def previous_start(path):
     try:
         info = read(path)
         return info.get("MONITOR_FLEET_ID"), info.get("MONITOR_STARTUP_DONE")
-    except (UserError, AttributeError):
+    except (UserError, OSError):
         return None, None
 
 
@@ -66,8 +69,6 @@ def run_settings(settings, path):
     """config.py's settings with the run's own names from the monitor file:
     (settings, fleet id, start time, jobs per machine)."""
     info = read(path)
-    if not isinstance(info, dict):
-        raise UserError("%s: not a monitor file (startCluster writes one)." % path)
     missing = [k for k in REQUIRED if k not in info]
     if missing:
         raise UserError("%s: %s is missing; use the file startCluster wrote "
