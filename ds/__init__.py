@@ -12,8 +12,12 @@ commands    setup, submitJob, startCluster, prepare, check, local
 cli         from parsed command-line arguments to the command
 """
 import os
+import sys
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The worker's own modules (awscompat's error classifier, dsjob's job parser)
-# are imported from here, so both sides follow one rule.
+# are imported from worker/ by plain `import`, so both sides follow one rule
+# (and the automatic monitor's package builder sees which ones it needs).
 WORKER_DIR = os.path.join(REPO, "worker")
+if WORKER_DIR not in sys.path:
+    sys.path.insert(0, WORKER_DIR)

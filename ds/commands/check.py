@@ -10,7 +10,7 @@ import os
 import botocore.exceptions
 from botocore.parsers import ResponseParserError
 
-from ds.core.aws import error_code
+from ds.core.aws import error_code, is_gone
 from ds.core.errors import UserError
 from ds.core.jsonfile import read_json
 from ds.commands import prepare
@@ -109,7 +109,7 @@ def bucket(report, aws, settings):
     try:
         s3.head_bucket(Bucket=name)
     except botocore.exceptions.ClientError as e:
-        if error_code(e) in ("404", "NoSuchBucket", "NotFound"):
+        if is_gone(e):
             report.problem("bucket %s does not exist: run `python run.py prepare` or fix "
                            "AWS_BUCKET in config.py." % name)
             return

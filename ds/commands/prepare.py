@@ -9,7 +9,7 @@ import os
 
 import botocore.exceptions
 
-from ds.core.aws import error_code, explain
+from ds.core.aws import error_code, explain, is_gone
 from ds.core.errors import UserError
 from ds.core.jsonfile import read_json, write_json
 from ds.resources import network, policies
@@ -114,7 +114,7 @@ def ensure_bucket(s3, settings, say=print):
     try:
         s3.head_bucket(Bucket=bucket)
     except botocore.exceptions.ClientError as e:
-        if error_code(e) not in ("404", "NoSuchBucket", "NotFound"):
+        if not is_gone(e):
             raise UserError("Bucket %s exists but these credentials may not use it (someone "
                             "else's?): choose another AWS_BUCKET in config.py." % bucket)
         args = {"Bucket": bucket}

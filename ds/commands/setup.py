@@ -2,7 +2,7 @@
 and its service (no workers yet)."""
 import botocore.exceptions
 
-from ds.core.aws import explain
+from ds.core.aws import error_code, explain, is_gone
 from ds.core.errors import UserError
 from ds.resources import cluster, queue
 
@@ -13,11 +13,10 @@ def check_bucket(s3, bucket, config="config.py"):
         try:
             s3.head_bucket(Bucket=bucket)
         except botocore.exceptions.ClientError as e:
-            code = e.response.get("Error", {}).get("Code", "")
-            if code in ("404", "NoSuchBucket", "NotFound"):
+            if is_gone(e):
                 raise UserError("Bucket %s does not exist: create it (aws s3 mb s3://%s) or "
                                 "fix AWS_BUCKET in %s." % (bucket, bucket, config))
-            if code in ("403", "AccessDenied", "Forbidden"):
+            if error_code(e) in ("403", "AccessDenied", "Forbidden"):
                 raise UserError("Bucket %s exists but these credentials may not use it: fix "
                                 "AWS_BUCKET or AWS_PROFILE in %s." % (bucket, config))
             raise

@@ -15,12 +15,8 @@ import botocore.exceptions
 from botocore.parsers import ResponseParserError
 from botocore.config import Config
 
-from ds import WORKER_DIR
+import awscompat  # the worker's classifier (worker/, on the path by ds/__init__)
 from ds.core.errors import UserError
-
-if WORKER_DIR not in sys.path:
-    sys.path.insert(0, WORKER_DIR)
-import awscompat  # noqa: E402  (the worker's classifier: one rule for both sides)
 
 # botocore's "standard" mode with 5 tries rides out a blip inside one call.
 # Not "adaptive": its client-side rate limiter slows every later call of the

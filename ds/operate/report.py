@@ -165,8 +165,8 @@ def on_demand(aws, settings, monitor_path):
     """`python run.py report`: the report with the counts the run has now."""
     settings, fleet_id, _started = runfile.for_run(settings, monitor_path)
     with explain("read the state of run %s" % settings.APP_NAME):
-        jobs = status.jobs(aws, settings)
-        dead = queue.dead_letters(aws.client("sqs"), settings)
+        jobs = status.jobs(aws, settings)  # None once the queue is gone; its counts with it
+        dead = jobs["failed"] if jobs else queue.dead_letters(aws.client("sqs"), settings)
         ec2 = aws.client("ec2")
         rows = cost.machines(ec2, fleet_id)
         hours, usd, _ = cost.estimate(ec2, rows) if rows else (None, None, 0)

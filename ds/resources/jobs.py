@@ -8,9 +8,7 @@ The whole file is checked before anything is sent, so a bad group never
 leaves a half-submitted run.
 """
 import json
-import sys
 
-from ds import WORKER_DIR
 from ds.core.errors import UserError
 from ds.core.jsonfile import read_json
 from ds.resources import records
@@ -20,9 +18,7 @@ from ds.resources.queue import MAX_MESSAGE_BYTES
 
 def worker_parser():
     """The worker's own job parser: the control plane checks exactly what will run."""
-    if WORKER_DIR not in sys.path:
-        sys.path.insert(0, WORKER_DIR)
-    import dsjob
+    import dsjob  # worker/dsjob.py; imported when needed, so the Lambda package has none
     return dsjob
 
 
