@@ -10,10 +10,12 @@
     python run.py check [files/exampleJob.json] [files/APP_NAMEFleet_REGION.json]
     python run.py status [MONITORFILE] [--json] | failures [--json] | redrive [JOBNAME ...]
     python run.py report [MONITORFILE]
+    python run.py upload FOLDER | download [JOBFILE] [--out DIR]
 
 The work is done by the ds/ package; this file only reads the command line.
 """
 import argparse
+import os
 import signal
 import sys
 
@@ -62,6 +64,11 @@ def parse(argv):
     rp = sub.add_parser("report", help="write the run report (HTML) here and to the bucket")
     rp.add_argument("monitorfile", nargs="?", default=None,
                     help="the file startCluster wrote (default: files/APP_NAMESpotFleetRequestId.json)")
+    up = sub.add_parser("upload", help="send a folder of inputs to the bucket (as local --data)")
+    up.add_argument("folder", help="e.g. files/exampleData, sent to s3://AWS_BUCKET/exampleData/")
+    dl = sub.add_parser("download", help="bring the jobs' outputs from the bucket to this computer")
+    dl.add_argument("jobfile", nargs="?", default=DEFAULT_JOB)
+    dl.add_argument("--out", default="outputs", help="where they go (default: outputs)")
     return p.parse_args(argv)
 
 
@@ -82,6 +89,11 @@ def main(argv=None):
     except UserError as e:
         print("error: %s" % e, file=sys.stderr)
         return 1
+    except BrokenPipeError:
+        # `run.py status | head -1`: the reader has gone, so has the rest of the output.
+        # Send what is still buffered nowhere, so Python's exit does not complain.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
     except KeyboardInterrupt as e:
         if str(e):  # ds.core.errors.Stopped: says what was done and what is left
             print(e, file=sys.stderr)

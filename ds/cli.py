@@ -52,6 +52,12 @@ def _run(settings, args):
     elif args.command == "redrive":
         from ds.operate.redrive import redrive
         redrive(aws, settings, args.jobnames)
+    elif args.command == "upload":
+        from ds.commands import transfer
+        transfer.upload(aws, settings, args.folder)
+    elif args.command == "download":
+        from ds.commands import transfer
+        transfer.download(aws, settings, args.jobfile, args.out)
     elif args.command == "report":
         from ds.operate import report
         report.on_demand(aws, settings, args.monitorfile)

@@ -273,6 +273,42 @@ def test_laptop_monitor_beside_the_ticks_ends_in_the_same_place(project, boto):
     assert "Nothing is left of run %s: it was already cleaned up." % APP in again.stdout
 
 
+def test_monitor_following_a_run_the_function_finishes_prints_its_counts(project, boto):
+    """The function's last tick ends the run while the laptop sleeps between two looks:
+    the laptop prints the summary that tick recorded, and its report counts the same."""
+    config = project.dir / "config.py"
+    config.write_text(config.read_text().replace("MONITOR_TIME = 1", "MONITOR_TIME = 15"))
+    start(project)
+    monitor_file = str(project.dir / "files" / (APP + "SpotFleetRequestId.json"))
+    laptop = subprocess.Popen(
+        [sys.executable, os.path.join(REPO, "run.py"), "monitor", monitor_file],
+        cwd=str(project.dir), env=project.env, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True)
+    try:
+        assert "monitors itself" in laptop.stdout.readline()
+        assert "5 queued" in laptop.stdout.readline()  # its first look; 15 s to the next
+        sqs = boto("sqs")
+        url = sqs.get_queue_url(QueueName=APP + "Queue")["QueueUrl"]
+        taken = 0
+        while taken < len(WELLS):  # act as the workers
+            for m in sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=5).get(
+                    "Messages", []):
+                sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
+                taken += 1
+        tick_until_gone()  # the function's ticks, to the end
+        out = laptop.communicate(timeout=120)[0]
+    finally:
+        if laptop.poll() is None:
+            laptop.kill()
+            laptop.communicate()
+    assert laptop.returncode == 0, out
+    assert "The queue is empty; cleaning up." not in out, out  # the function's tick did it
+    assert "Run %s finished: %d jobs done, 0 in the dead-letter queue" % (APP, len(WELLS)) \
+        in out, out
+    page = (project.dir / ("%s-report.html" % APP)).read_text()
+    assert '<b id="done">%d</b>' % len(WELLS) in page and '<b id="failed">0</b>' in page
+
+
 def test_local_run_drives_the_ticks_in_process(project, boto):
     (project.dir / "files" / "exampleData").mkdir()
     result = run_py(["local", "files/job.json", "--data", os.path.join(REPO, "files",

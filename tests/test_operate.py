@@ -6,10 +6,12 @@ OOM kill does); after the causes are fixed, redrive brings the run to all done.
 import json
 import os
 import signal
+import subprocess
+import sys
 
 import pytest
 
-from conftest import real_fleet, run_py, write_json
+from conftest import REPO, real_fleet, run_py, write_json
 from worker_helpers import failure_records, s3_keys, wait_until
 
 BUCKET = "ops-test-bucket"
@@ -247,3 +249,45 @@ def test_a_try_killed_outright_still_shows(tmp_path, aws_env, boto, workers):
     bars = sorted(page.bars, key=lambda b: float(b["x"]))   # in time order
     assert [b["data-outcome"] for b in bars] == [joblog.CUT_OFF, "SUCCESS"]
     assert page.ids["tries"] == "2"
+
+
+def test_redrive_after_the_clean_up_names_the_config_file_given(tmp_path, aws_env, boto):
+    run = make_project(tmp_path, aws_env, boto, COPY, [{"well": "A01"}])
+    run("setup")
+    (tmp_path / "other.py").write_text((tmp_path / "config.py").read_text())
+    sqs = boto("sqs")
+    dlq = sqs.get_queue_url(QueueName="OpsTestDeadMessages")["QueueUrl"]
+    sqs.send_message(QueueUrl=dlq, MessageBody=json.dumps({"plate": "P1", "group": {
+        "well": "A01"}}))
+    # as monitor leaves a run with failed jobs: the job queue gone, the dead letters kept
+    sqs.delete_queue(QueueUrl=sqs.get_queue_url(QueueName="OpsTestQueue")["QueueUrl"])
+    result = run_py(["--config", "other.py", "redrive"], aws_env, cwd=str(tmp_path))
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert result.stderr.strip() == (
+        "error: Queue OpsTestQueue does not exist: run `python run.py setup` first (or fix "
+        "SQS_QUEUE_NAME in other.py).")
+
+
+def test_status_into_a_pipe_closed_early_ends_without_a_traceback(tmp_path, aws_env, boto):
+    run = make_project(tmp_path, aws_env, boto, COPY, [{"well": "A01"}])
+    run("setup")
+    lines = run("status").stdout.splitlines()
+    assert len(lines) > 1
+    # `status | head -1`: head leaves after the first line, wherever status then is
+    piped = subprocess.run("%s %s status | head -1" % (sys.executable, os.path.join(
+        REPO, "run.py")), shell=True, cwd=str(tmp_path), env=aws_env, capture_output=True,
+        text=True, timeout=120)
+    first, = piped.stdout.splitlines()
+    assert first.split(" at ")[0] == lines[0].split(" at ")[0]  # "Run APP (queue Q)"
+    assert piped.stderr == "", piped.stderr
+    # a reader gone before the first line: every write meets a closed pipe
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        closed = subprocess.run([sys.executable, os.path.join(REPO, "run.py"), "status"],
+                                cwd=str(tmp_path), env=aws_env, stdout=write_end,
+                                stderr=subprocess.PIPE, text=True, timeout=120)
+    finally:
+        os.close(write_end)
+    assert closed.stderr == "", closed.stderr
+    assert closed.returncode == 128 + signal.SIGPIPE

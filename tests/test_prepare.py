@@ -2,11 +2,16 @@
 import json
 import os
 import re
+import shlex
+import shutil
 import stat
+import subprocess
+import sys
 
 import pytest
 
 from conftest import REPO, run_py
+from worker_helpers import Proc
 
 # prepare attaches AWS managed policies: the emulator must know them.
 pytestmark = pytest.mark.managed_policies
@@ -29,12 +34,34 @@ def aws_like_default_vpc(client):
     return vpc["VpcId"]
 
 
+def readme_aws_path():
+    """The README's AWS path: its code lines in order, from its own text."""
+    with open(os.path.join(REPO, "README.md")) as f:
+        text = f.read()
+    section = text.split("## From a fresh AWS account", 1)[1].split("\n## ", 1)[0]
+    lines = [l[4:].split("  #")[0].strip() for l in section.splitlines() if l.startswith("    ")]
+    return [l for l in lines if l]
+
+
+def readme_edits():
+    """The config.py lines README's step 2 tells every user to write."""
+    return [l for l in readme_aws_path() if re.match(r"^[A-Z_]+ = ", l)]
+
+
+def edit(text, line):
+    """config.py text with `line` (NAME = value) in place of NAME's line."""
+    name = line.split(" = ")[0]
+    assert re.search(r"^%s = " % name, text, re.M), name
+    return re.sub(r"^%s = .*$" % name, lambda m: line, text, count=1, flags=re.M)
+
+
 def shipped_config(bucket=BUCKET):
-    """The repository's config.py with the one edit every user makes: the bucket name."""
+    """The repository's config.py with README's edits, and `bucket` as the bucket."""
     with open(os.path.join(REPO, "config.py")) as f:
         text = f.read()
-    assert "AWS_BUCKET = 'your-bucket-name'" in text
-    return text.replace("AWS_BUCKET = 'your-bucket-name'", "AWS_BUCKET = '%s'" % bucket)
+    for line in readme_edits():
+        text = edit(text, line)
+    return edit(text, "AWS_BUCKET = '%s'" % bucket)
 
 
 @pytest.fixture
@@ -82,7 +109,7 @@ def test_prepare_twice_changes_nothing_and_remove_undoes_it(user, boto):
                  "bucket %s" % BUCKET, "security group ExampleProject-workers",
                  "key pair your-key-file", "fleet file %s" % FLEET_FILE):
         assert what in first.stdout, first.stdout
-    pem = user.dir / "your-key-file.pem"
+    pem = user.dir / "home" / ".ssh" / "your-key-file.pem"
     assert stat.S_IMODE(os.stat(pem).st_mode) == 0o600
     assert "BEGIN" in pem.read_text()
     fleet = json.loads((user.dir / FLEET_FILE).read_text())
@@ -130,40 +157,109 @@ def test_fleet_file_covers_every_zone_offering_the_type_with_public_ips(user, bo
         "IpPermissions"]
 
 
-def test_fresh_account_to_a_finished_run(user, boto):
-    """Done when: prepare, check, setup, submitJob, startCluster, monitor with two edits."""
-    out = user("prepare").stdout
-    line = re.search(r"^Set TASK_ROLE_ARN = '(arn:[^']+)' in config.py.$", out, re.M)
-    assert line, out
+def ecs_stand_in(env, boto, app, count):
+    """Worker processes with the registered task definition's environment, as ECS
+    would run them on the fleet's machines (the emulator runs no container)."""
+    ecs = boto("ecs")
+    arn = ecs.list_task_definitions(familyPrefix=app + "Task")["taskDefinitionArns"][-1]
+    container = ecs.describe_task_definition(taskDefinition=arn)["taskDefinition"][
+        "containerDefinitions"][0]
+    env = dict(env, **{e["name"]: e["value"] for e in container["environment"]})
+    env.setdefault("AWS_REGION", env["AWS_DEFAULT_REGION"])
+    return [Proc.worker(env, os.path.join(env["HOME"], "worker%d.log" % i))
+            for i in range(count)]
+
+
+@pytest.mark.slow
+def test_readme_aws_path_from_an_empty_account_to_outputs_on_disk(user, boto, aws_env,
+                                                                  workers):
+    """Done when: README's AWS path, command by command, with only the edits it names."""
     config = user.dir / "config.py"
-    config.write_text(config.read_text().replace("TASK_ROLE_ARN = ''",
-                                                 "TASK_ROLE_ARN = '%s'" % line.group(1)))
-    check = user("check", "files/exampleJob.json", FLEET_FILE)
-    assert "No problem found" in check.stdout, check.stdout
-    user("setup")
-    assert "Queued 12 jobs" in user("submitJob", "files/exampleJob.json").stdout
-    started = user("startCluster", FLEET_FILE)
-    assert "2 machines are running" in started.stdout, started.stdout
+    with open(os.path.join(REPO, "config.py")) as f:
+        config.write_text(f.read())  # as shipped: the README's edits are part of the path
+    shutil.copytree(os.path.join(REPO, "files", "exampleData"), user.dir / "files" / "exampleData")
+    said = {}
+    for line in readme_aws_path():
+        if re.match(r"^[A-Z_]+ = ", line):
+            config.write_text(edit(config.read_text(), line))
+            continue
+        if not line.startswith("python run.py "):
+            # credentials and the image: the AWS command line tool, Docker Hub and ECR,
+            # which the emulator does not stand in for
+            assert line.split()[0] in ("aws", "docker", "make"), line
+            continue
+        args = shlex.split(line)[2:]
+        said[args[0]] = out = user(*args).stdout
+        if args[0] == "prepare":  # "copy that line into config.py"
+            role = re.search(r"^Set (TASK_ROLE_ARN = '[^']+') in config.py.$", out, re.M)
+            config.write_text(edit(config.read_text(), role.group(1)))
+        if args[0] == "startCluster":
+            workers.procs.extend(ecs_stand_in(aws_env, boto, "ExampleProject", 2))
+    assert "No problem found" in said["check"] and "calls run as arn:aws:" in said["check"]
+    assert "Uploaded 13 files from files/exampleData" in said["upload"], said["upload"]
+    assert "Queued 12 jobs" in said["submitJob"]
+    assert "Run ExampleProject finished: 12 jobs done, 0 in the dead-letter queue" \
+        in said["monitor"], said["monitor"]
+    assert "could not be read" not in said["status"], said["status"]
+    assert "Nothing to redrive" in said["redrive"]
+    # the report written after the clean-up counts what the run's end recorded
+    page = (user.dir / "ExampleProject-report.html").read_text()
+    assert '<b id="done">12</b>' in page and '<b id="failed">0</b>' in page
+    assert "Downloaded 12 files" in said["download"], said["download"]
+    # the outputs on disk are what the example's tool makes of each well's inputs
+    job = json.loads((user.dir / "files" / "exampleJob.json").read_text())
+    for group in job["groups"]:
+        expected = user.dir / ("expected-%s.json" % group["well"])
+        subprocess.run([sys.executable, str(user.dir / "files" / "exampleData" / "summarize.py"),
+                        str(user.dir / "files" / "exampleData" / "measurements" /
+                            ("%s.csv" % group["well"])), str(expected)], check=True)
+        got = user.dir / "outputs" / group["output"] / ("%s.json" % group["well"])
+        assert json.loads(got.read_text()) == json.loads(expected.read_text())
+    again = user("download", "files/exampleJob.json").stdout
+    assert "Downloaded 0 files of 12 job output prefixes to outputs/ (12 files already " \
+           "there)." in again, again
 
-    refused = user("prepare", "--remove", ok=False)
-    assert refused.returncode == 1 and "still use" in refused.stderr, refused.stderr
-    assert len(refused.stderr.strip().splitlines()) == 1
 
-    sqs = boto("sqs")
-    url = sqs.get_queue_url(QueueName="ExampleProjectQueue")["QueueUrl"]
-    done = 0
-    for _ in range(100):  # act as the workers the emulator does not run
-        msgs = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10,
-                                   WaitTimeSeconds=1).get("Messages", [])
-        for m in msgs:
-            sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
-        done += len(msgs)
-        if done >= 12:
-            break
-    assert done == 12
-    monitored = user("monitor", "files/ExampleProjectSpotFleetRequestId.json")
-    assert "12 jobs done" in monitored.stdout, monitored.stdout
-    user("prepare", "--remove")
+def test_shipped_config_makes_nothing_and_says_what_to_change(user, boto):
+    with open(os.path.join(REPO, "config.py")) as f:
+        (user.dir / "config.py").write_text(f.read())
+    before = snapshot(boto)
+    refused = user("prepare", ok=False)
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr
+    assert refused.stderr.strip() == (
+        "error: config.py: AWS_BUCKET is still the example's 'your-bucket-name': set it to a "
+        "bucket name of your own (prepare creates it). config.py: DOCKERHUB_TAG is still the "
+        "example's 'yourname/distributed-something:latest': set it to the worker image you "
+        "push (README, 'Build and push the worker image').")
+    assert snapshot(boto) == before
+    checked = user("check", "files/exampleJob.json", ok=False)
+    assert checked.returncode == 1
+    problems = [l for l in checked.stdout.splitlines() if l.startswith("PROBLEM")]
+    assert any("AWS_BUCKET is still the example's" in l for l in problems), checked.stdout
+    assert any("DOCKERHUB_TAG is still the example's" in l for l in problems), checked.stdout
+
+
+def test_key_lands_with_the_ssh_keys_and_git_status_stays_clean(user, aws_env):
+    checkout = user.dir / "checkout"  # a clone: the repository's files, committed
+    shutil.copytree(str(user.dir / "files"), str(checkout / "files"))
+    for name in ("config.py", ".gitignore"):
+        shutil.copy(os.path.join(REPO, name) if name == ".gitignore" else
+                    str(user.dir / name), str(checkout / name))
+
+    def git(*args):
+        return subprocess.run(("git", "-c", "user.name=t", "-c", "user.email=t@t") + args,
+                              cwd=str(checkout), capture_output=True, text=True,
+                              check=True).stdout
+    git("init", "-q")
+    git("add", "-A")
+    git("commit", "-q", "-m", "checkout")
+    made = run_py(["prepare", "--key"], aws_env, cwd=str(checkout))
+    assert made.returncode == 0, made.stdout + made.stderr
+    pem = os.path.join(aws_env["HOME"], ".ssh", "your-key-file.pem")
+    assert "its private key is in %s (mode 0600)" % pem in made.stdout, made.stdout
+    assert stat.S_IMODE(os.stat(pem).st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(os.path.dirname(pem)).st_mode) == 0o700
+    assert git("status", "--porcelain", "--ignored") == "!! files/ExampleProjectFleet_us-east-1.json\n"
 
 
 def test_documented_policies_are_the_ones_prepare_makes(tmp_path):

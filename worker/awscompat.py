@@ -4,7 +4,7 @@ boto3 >= 1.28 reads AWS_ENDPOINT_URL (and AWS_ENDPOINT_URL_<SERVICE>) by
 itself, so on those versions nothing is added here. The Python 2.7 image is
 stuck on boto3 <= 1.17, which ignores them: a local run against the AWS
 emulator would silently call the real AWS endpoints instead. Only then is
-the endpoint passed explicitly. Python 2.7 and 3.9+.
+the endpoint passed explicitly. Python 2.7 and 3.8+.
 """
 import os
 

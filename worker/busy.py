@@ -10,7 +10,7 @@ older than a lease belongs to a worker that died, so it expires by itself.
 No INSTANCE_ID (a worker started by hand, off EC2) means no records; the
 monitor then falls back to lowering the fleet's target only. Writing a
 record never stops a job: S3 trouble is logged and the job goes on.
-Python 2.7 and 3.9+.
+Python 2.7 and 3.8+.
 """
 import os
 import socket

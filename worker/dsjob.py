@@ -3,7 +3,7 @@
 The control plane imports this file (via sys.path) to validate job files
 before submitting them, and the worker uses it to turn a queue message into a
 shell command. Therefore: standard library only, no AWS, no I/O, and source
-compatible with Python 2.7 and 3.9+ (the python2worker image runs it too).
+compatible with Python 2.7 and 3.8+ (the python2worker image runs it too).
 
 Template language for COMMAND (see documentation/worker.md):
   {name}      the shell-quoted value of job key `name` (lists: one quoted

@@ -9,7 +9,7 @@ One process handles one job at a time:
   without counting a failure (ds/resources/records.py has the record layout).
 
 Configuration comes only from the environment (the ECS task definition);
-see documentation/worker.md. Source compatible with Python 2.7 and 3.9+.
+see documentation/worker.md. Source compatible with Python 2.7 and 3.8+.
 """
 from __future__ import print_function
 

@@ -2,7 +2,7 @@
 
 Started in the background by run-worker.sh so that the container's log shows
 why jobs slow down or die (a full disk or memory pressure), with a WARNING
-line above 90%. Standard library only; Python 2.7 and 3.9+.
+line above 90%. Standard library only; Python 2.7 and 3.8+.
 
   python instance-monitor.py          # until SIGTERM
   python instance-monitor.py --once   # one report (measures CPU over 1 s)

@@ -14,7 +14,7 @@
 
 Prints the instance id (or nothing) as its last line. Always exits 0: a
 failed tag or alarm must not keep the workers from starting. Python 2.7 and
-3.9+ (curl may not exist in a slim tool image; Python does).
+3.8+ (curl may not exist in a slim tool image; Python does).
 """
 from __future__ import print_function
 

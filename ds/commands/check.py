@@ -13,6 +13,7 @@ from botocore.parsers import ResponseParserError
 from ds.core.aws import error_code, is_gone
 from ds.core.errors import UserError
 from ds.core.jsonfile import read_json
+from ds.core.settings import placeholders
 from ds.commands import prepare
 from ds.resources import fleet, jobs, network, policies
 
@@ -100,8 +101,13 @@ def credentials(report, aws):
         report.problem("could not reach AWS (%s): check your network and AWS_REGION; "
                        "nothing in the account was checked." % str(e).splitlines()[0])
         return False
-    report.ok("credentials work (account %s)." % who["Account"])
+    report.ok("credentials work: calls run as %s (account %s)." % (who["Arn"], who["Account"]))
     return True
+
+
+def stand_ins(report, settings):
+    for message in placeholders(settings):
+        report.problem(message)
 
 
 def bucket(report, aws, settings):
@@ -349,6 +355,7 @@ def task_role(report, iam, settings):
 def account_checks(aws, settings, config, path, report=None):
     """The checks that need AWS, on a built fleet request. Returns the Report."""
     report = report or Report()
+    stand_ins(report, settings)
     if not credentials(report, aws):
         return report
     iam, ec2 = aws.client("iam"), aws.client("ec2")
@@ -397,6 +404,7 @@ def run(aws, settings, config_path, jobfile=None, fleetfile=None):
     if config:
         account_checks(aws, settings, config, fleetfile, report)
     else:
+        stand_ins(report, settings)
         credentials(report, aws)
         report.guarded("the bucket", bucket, aws, settings)
     return report

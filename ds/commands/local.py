@@ -29,6 +29,7 @@ from ds.core.errors import UserError
 from ds.commands.setup import setup
 from ds.commands.start import start_cluster
 from ds.commands.submit import submit_job
+from ds.commands.transfer import download_outputs, output_locations, upload_folder
 from ds.monitor.laptop import monitor
 from ds.operate import failures, joblog
 from ds.resources import cluster, fleet, jobs, queue, records
@@ -222,53 +223,6 @@ class Launcher(threading.Thread):
             self._reap(proc)
 
 
-def upload_folder(s3, bucket, folder):
-    """Upload `folder` to s3://bucket/<folder's name>/...; return the file count."""
-    if not os.path.isdir(folder):
-        raise UserError("%s: data folder not found; pass --data DIR (the folder your job "
-                        "file's inputs are in)." % folder)
-    base = os.path.basename(os.path.normpath(folder))
-    count = 0
-    for root, _dirs, files in os.walk(folder):
-        for name in files:
-            path = os.path.join(root, name)
-            key = "/".join([base] + os.path.relpath(path, folder).split(os.sep))
-            s3.upload_file(path, bucket, key)
-            count += 1
-    return count
-
-
-def output_locations(bodies, bucket):
-    """(bucket, prefix) of every job's "output", as the worker reads it."""
-    found = set()
-    for body in bodies:
-        message = json.loads(body)
-        job = dict(message)
-        job.update(message.get("group", {}))
-        output = job.get("output")
-        if not isinstance(output, str) or not output:
-            continue
-        if output.startswith("s3://"):
-            b, _, prefix = output[5:].partition("/")
-            found.add((b, prefix))
-        else:
-            found.add((bucket, output))
-    return sorted(found)
-
-
-def download_outputs(s3, locations, out_dir):
-    count = 0
-    for bucket, prefix in locations:
-        pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
-        for page in pages:
-            for obj in page.get("Contents", []):
-                target = os.path.join(out_dir, *obj["Key"].split("/"))
-                os.makedirs(os.path.dirname(target), exist_ok=True)
-                s3.download_file(bucket, obj["Key"], target)
-                count += 1
-    return count
-
-
 def summarize(tries, failed_jobs, submitted, done, wall, out_dir, n_files, report_path,
               from_queue=False):
     """Print the summary; return the number of jobs not done.
@@ -363,7 +317,10 @@ def _run(aws, s, args, bodies, launcher, workdir, began):
     for bucket in sorted({s.AWS_BUCKET} | {b for b, _ in locations}):
         _create_bucket(s3, bucket, s.AWS_REGION)
     if args.data:
-        n = upload_folder(s3, s.AWS_BUCKET, args.data)
+        if not os.path.isdir(args.data):
+            raise UserError("%s: data folder not found; pass --data DIR (the folder your job "
+                            "file's inputs are in)." % args.data)
+        n = sum(upload_folder(s3, s.AWS_BUCKET, args.data))
         print("Uploaded %d file%s from %s to s3://%s/%s/." % (
             n, "" if n == 1 else "s", args.data, s.AWS_BUCKET,
             os.path.basename(os.path.normpath(args.data))))
@@ -386,7 +343,7 @@ def _run(aws, s, args, bodies, launcher, workdir, began):
     launcher.stop()
     tries = joblog.read(aws.client("logs"), s.LOG_GROUP_NAME)
     failed_jobs = failures.collect(aws, s)
-    n_files = download_outputs(s3, locations, args.out)
+    n_files = sum(download_outputs(s3, locations, args.out))
     # Done comes from the done records; an image with its own worker (no COMMAND)
     # writes none, so its jobs are counted from the queue.
     from_queue = not s.COMMAND

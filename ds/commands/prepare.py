@@ -12,6 +12,7 @@ import botocore.exceptions
 from ds.core.aws import error_code, explain, is_gone
 from ds.core.errors import UserError
 from ds.core.jsonfile import read_json, write_json
+from ds.core.settings import placeholders
 from ds.resources import network, policies
 
 TAG_KEY = "DSPreparedFor"
@@ -33,6 +34,12 @@ def fleet_file_path(settings):
 def key_pair_name(settings):
     name = settings.SSH_KEY_NAME
     return name[:-4] if name.endswith(".pem") else name
+
+
+def key_file(name):
+    """Where `prepare --key` saves a private key: with the user's other SSH keys,
+    never in the checkout, where `git add` would offer it."""
+    return os.path.join(os.path.expanduser("~"), ".ssh", name + ".pem")
 
 
 def _tags(settings):
@@ -232,14 +239,15 @@ def ensure_key_pair(ec2, settings, make, say=print):
     if not make:
         say("No key pair %s: machines get no SSH key (`prepare --key` makes one)." % name)
         return None
-    path = name + ".pem"
+    path = key_file(name)
     if os.path.exists(path):
         raise UserError("%s exists but AWS has no key pair %s: move that file away or change "
                         "SSH_KEY_NAME in config.py, then run prepare --key again." % (path, name))
     with explain("create key pair %s" % name):
         material = ec2.create_key_pair(KeyName=name, TagSpecifications=[
             {"ResourceType": "key-pair", "Tags": _tags(settings)}])["KeyMaterial"]
-    # 0600 from the first byte: ssh refuses a private key others may read.
+    # 0700 and 0600 from the first byte: ssh refuses a private key others may read.
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write(material)
@@ -289,6 +297,9 @@ def write_fleet_file(path, document, say=print):
 # ---- The command -------------------------------------------------------------
 
 def prepare(aws, settings, make_key=False, say=print):
+    stand_ins = placeholders(settings)
+    if stand_ins:  # else a bucket literally named your-bucket-name, or someone else's
+        raise UserError(" ".join(stand_ins))
     iam, ec2, s3 = aws.client("iam"), aws.client("ec2"), aws.client("s3")
     with explain("tell who these credentials belong to"):
         account = aws.client("sts").get_caller_identity()["Account"]
@@ -410,9 +421,9 @@ def _remove_key_pair(ec2, settings, say):
     if pair and _ours(pair.get("Tags"), settings):
         ec2.delete_key_pair(KeyName=name)
         say("Deleted key pair %s." % name)
-        if os.path.isfile(name + ".pem"):
-            os.remove(name + ".pem")
-            say("Deleted %s." % (name + ".pem"))
+        if os.path.isfile(key_file(name)):
+            os.remove(key_file(name))
+            say("Deleted %s." % key_file(name))
 
 
 def _remove_bucket(s3, settings, say):

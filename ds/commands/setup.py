@@ -14,8 +14,8 @@ def check_bucket(s3, bucket, config="config.py"):
             s3.head_bucket(Bucket=bucket)
         except botocore.exceptions.ClientError as e:
             if is_gone(e):
-                raise UserError("Bucket %s does not exist: create it (aws s3 mb s3://%s) or "
-                                "fix AWS_BUCKET in %s." % (bucket, bucket, config))
+                raise UserError("Bucket %s does not exist: create it with `python run.py "
+                                "prepare` or fix AWS_BUCKET in %s." % (bucket, config))
             if error_code(e) in ("403", "AccessDenied", "Forbidden"):
                 raise UserError("Bucket %s exists but these credentials may not use it: fix "
                                 "AWS_BUCKET or AWS_PROFILE in %s." % (bucket, config))

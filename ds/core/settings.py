@@ -93,6 +93,22 @@ class Settings(dict):
         return self.TASKS_PER_MACHINE * self.DOCKER_CORES
 
 
+# The shipped config.py's stand-ins. A local run works with them (its bucket is
+# the emulator's); a run on AWS needs the user's own bucket and image.
+PLACEHOLDERS = (
+    ("AWS_BUCKET", lambda v: v == "your-bucket-name",
+     "a bucket name of your own (prepare creates it)"),
+    ("DOCKERHUB_TAG", lambda v: v.startswith("yourname/"),
+     "the worker image you push (README, 'Build and push the worker image')"),
+)
+
+
+def placeholders(s):
+    """One message per knob that still holds the shipped example's stand-in."""
+    return ["%s: %s is still the example's %r: set it to %s." % (s.path, name, s[name], what)
+            for name, shipped, what in PLACEHOLDERS if shipped(s[name])]
+
+
 def to_bool(value, name, path):
     if isinstance(value, bool):
         return value

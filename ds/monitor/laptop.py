@@ -13,7 +13,7 @@ from ds.core.aws import explain
 from ds.monitor import steps
 from ds.monitor.auto import state, tick
 from ds.operate import cost, report
-from ds.resources import logs
+from ds.resources import logs, outcome
 
 
 class StatusLine:
@@ -88,6 +88,7 @@ def monitor(aws, settings, path, cheapest=False, poll_seconds=None, live=False,
     page = report.after_run(aws, s, report_dir, done, dead, hours,
                             None if spot is None else hours * spot)
     steps.say_finished(s, done, dead, hours, spot)
+    outcome.save(run.s3, s, fleet_id, done, dead, hours, spot)
     runfile.mark_finished(path)
     return {"done": done, "failed": dead, "report": page}
 
@@ -116,9 +117,26 @@ def follow(aws, settings, path, poll_seconds, live=False, check=lambda: None, re
         time.sleep(poll_seconds)  # this computer's tick interval (MONITOR_TIME)
     status.end()
     runfile.mark_finished(path)
+    s, fleet_id = runfile.run_settings(settings, path)[:2]
+    if not summary.get("finished_here"):
+        summary = finished_elsewhere(aws, s, fleet_id)
     done, dead = summary.get("done"), summary.get("dead")
     hours, spot = summary.get("hours"), summary.get("spot")
-    s = runfile.run_settings(settings, path)[0]
-    page = report.after_run(aws, s, report_dir, done or 0, dead or 0, hours,
+    page = report.after_run(aws, s, report_dir, done, dead, hours,
                             None if None in (hours, spot) else hours * spot)
     return {"done": done, "failed": dead, "report": page}
+
+
+def finished_elsewhere(aws, s, fleet_id):
+    """The summary of a run whose last tick was not ours (the function's, say),
+    as that tick recorded it; printed here as it printed it there."""
+    with explain("read the outcome of run %s" % s.APP_NAME):
+        record = outcome.load(aws.client("s3"), s, fleet_id)
+    if record is None:
+        print("Run %s finished elsewhere (its automatic monitor) without recording its job "
+              "counts; `python run.py failures` lists any failed jobs." % s.APP_NAME)
+        return {}
+    summary = {"done": record["done"], "dead": record["dead"],
+               "hours": record["machine_hours"], "spot": record["spot_price"]}
+    steps.say_finished(s, summary["done"], summary["dead"], summary["hours"], summary["spot"])
+    return summary

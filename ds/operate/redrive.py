@@ -12,7 +12,7 @@ def redrive(aws, settings, names=()):
         if dlq_url is None or not sum(queue.counts(sqs, dlq_url)):
             print("Nothing to redrive: dead-letter queue %s is empty or gone." % dlq_name)
             return 0
-        url = queue.require_url(sqs, settings.SQS_QUEUE_NAME)
+        url = queue.require_url(sqs, settings.SQS_QUEUE_NAME, settings.path)
     fresh_queue = not queue.submitted(sqs, url)
     waiting = sum(queue.counts(sqs, dlq_url))
     forget = lambda letters: _forget_failures(aws, settings, url, letters)  # noqa: E731

@@ -10,7 +10,7 @@ from ds.core import runfile
 from ds.core.aws import explain
 from ds.core.errors import UserError
 from ds.operate import cost, failures, joblog, status
-from ds.resources import queue
+from ds.resources import outcome, queue
 
 TEMPLATE = "report.html"
 PLOT_WIDTH = 960          # px of the timeline's time axis
@@ -166,8 +166,13 @@ def on_demand(aws, settings, monitor_path):
     settings, fleet_id, _started = runfile.for_run(settings, monitor_path)
     with explain("read the state of run %s" % settings.APP_NAME):
         jobs = status.jobs(aws, settings)  # None once the queue is gone; its counts with it
+        done = jobs["done"] if jobs else None
         dead = jobs["failed"] if jobs else queue.dead_letters(aws.client("sqs"), settings)
+        if jobs is None:  # cleaned up: the counts its end recorded
+            record = outcome.load(aws.client("s3"), settings, fleet_id)
+            if record:
+                done, dead = record["done"], record["dead"]
         ec2 = aws.client("ec2")
         rows = cost.machines(ec2, fleet_id)
         hours, usd, _ = cost.estimate(ec2, rows) if rows else (None, None, 0)
-    write(aws, settings, ".", jobs["done"] if jobs else None, dead, hours, usd)
+    write(aws, settings, ".", done, dead, hours, usd)

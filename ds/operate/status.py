@@ -63,7 +63,7 @@ def machines(aws, fleet_id, started):
         key = "%s %s %s" % (r["type"], r["zone"], r["state"])
         groups[key] = groups.get(key, 0) + 1
     described = fleet.describe(ec2, fleet_id) if fleet_id else None
-    events = None
+    events = []  # a fleet that is gone has no history to read
     if described:
         since = datetime.datetime.fromtimestamp(started or 0, datetime.timezone.utc)
         events = fleet.error_events(ec2, fleet_id, since)

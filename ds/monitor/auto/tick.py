@@ -22,7 +22,7 @@ from ds.core.settings import Settings
 from ds.monitor import steps
 from ds.monitor.auto import function, state
 from ds.operate import cost
-from ds.resources import queue
+from ds.resources import outcome, queue
 
 TICK_BUDGET = 120   # seconds of teardown steps per tick; the function may run 300
 PATIENCE = 60       # seconds one AWS call of a tick is retried while AWS fails it
@@ -32,8 +32,8 @@ def tick(aws, bucket, key, show=print, summary=None):
     """One look at the run and what follows from it. Returns True once the run is
     gone (finished, its schedule removed), False while there is more to do.
 
-    `summary` (a dict) learns the job counts as recorded, and the machine-hours
-    and spot price if this tick finished the run."""
+    `summary` (a dict) learns the job counts as recorded, and the machine-hours,
+    spot price and finished_here=True if this tick finished the run."""
     summary = {} if summary is None else summary
     s3 = aws.client("s3")
     with explain("read s3://%s/%s" % (bucket, key)):
@@ -64,9 +64,12 @@ def tick(aws, bucket, key, show=print, summary=None):
     hours = run.machine_hours()
     spot = cost.lowest_spot_price(run.ec2, s.MACHINE_TYPE)
     summary.update(done=info.get("MONITOR_JOBS_DONE"), dead=info.get("MONITOR_JOBS_DEAD"),
-                   hours=hours, spot=spot)
+                   hours=hours, spot=spot, finished_here=True)
     steps.say_finished(s, info.get("MONITOR_JOBS_DONE"), info.get("MONITOR_JOBS_DEAD"),
                        hours, spot)
+    # Outlives the monitor file deleted below: a laptop following the run reads it.
+    outcome.save(s3, s, fleet_id, info.get("MONITOR_JOBS_DONE"),
+                 info.get("MONITOR_JOBS_DEAD"), hours, spot)
     info["MONITOR_FINISHED"] = True
     state.save(s3, bucket, key, info)
     _end(aws, s3, bucket, key, s.APP_NAME)

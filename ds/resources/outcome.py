@@ -1,0 +1,40 @@
+"""A finished run's outcome, kept in the bucket next to its report
+(reports/APP_NAME/outcome.json): the counts and machine-hours its last summary
+gave. The run's monitor file is deleted at its end, so a `monitor` that was
+following a run the automatic monitor finished, or a `report` written after
+the clean-up, reads them here, never a zero.
+"""
+import json
+import time
+
+from ds.core.aws import explain, is_gone
+
+
+def key_for(app_name):
+    return "reports/%s/outcome.json" % app_name
+
+
+def save(s3, settings, fleet_id, done, dead, hours, spot):
+    record = {"fleet_id": fleet_id, "finished": time.time(), "done": done, "dead": dead,
+              "machine_hours": hours, "spot_price": spot}
+    key = key_for(settings.APP_NAME)
+    with explain("record the outcome of run %s in s3://%s/%s"
+                 % (settings.APP_NAME, settings.AWS_BUCKET, key)):
+        s3.put_object(Bucket=settings.AWS_BUCKET, Key=key, Body=json.dumps(record).encode(),
+                      ContentType="application/json")
+    return record
+
+
+def load(s3, settings, fleet_id):
+    """The outcome of the run of spot fleet `fleet_id`, or None: not finished, or
+    the one recorded is another run's (an earlier run of the same APP_NAME)."""
+    key = key_for(settings.APP_NAME)
+    with explain("read s3://%s/%s" % (settings.AWS_BUCKET, key)):
+        try:
+            body = s3.get_object(Bucket=settings.AWS_BUCKET, Key=key)["Body"].read()
+        except Exception as e:
+            if is_gone(e):
+                return None
+            raise
+    record = json.loads(body)
+    return record if record.get("fleet_id") == fleet_id else None
