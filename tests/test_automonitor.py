@@ -5,6 +5,7 @@ and cannot invoke a function without Docker, so the tests call the tick (the
 handler's body) in-process against the emulator, one tick at a time, as the
 schedule would, and run `python run.py local` / `monitor` as a user does.
 """
+import contextlib
 import json
 import os
 import subprocess
@@ -234,42 +235,56 @@ def test_start_cluster_installs_the_schedule_and_ticks_end_the_run(project, boto
 
 
 
+@contextlib.contextmanager
+def laptop_monitor(project):
+    """`python run.py monitor` running beside the test, as a user leaves it; killed at
+    the end if it is still running."""
+    monitor_file = str(project.dir / "files" / (APP + "SpotFleetRequestId.json"))
+    laptop = subprocess.Popen(
+        [sys.executable, os.path.join(REPO, "run.py"), "monitor", monitor_file],
+        cwd=str(project.dir), env=project.env, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True)
+    laptop.monitor_file = monitor_file
+    try:
+        yield laptop
+    finally:
+        if laptop.poll() is None:
+            laptop.kill()
+            laptop.communicate()
+
+
+def take_jobs(boto, most=len(WELLS)):
+    """Act as the workers: take and finish up to `most` jobs; returns how many."""
+    sqs = boto("sqs")
+    url = sqs.get_queue_url(QueueName=APP + "Queue")["QueueUrl"]
+    messages = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=most).get("Messages", [])
+    for m in messages:
+        sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
+    return len(messages)
+
+
 def test_laptop_monitor_beside_the_ticks_ends_in_the_same_place(project, boto):
     start(project)
     logs = boto("logs")  # a line as a worker writes it, for the export to carry
     logs.create_log_stream(logGroupName=APP, logStreamName="Plate1-A01")
     logs.put_log_events(logGroupName=APP, logStreamName="Plate1-A01", logEvents=[
         {"timestamp": int(time.time() * 1000), "message": "END job Plate1-A01"}])
-    monitor_file = str(project.dir / "files" / (APP + "SpotFleetRequestId.json"))
-    laptop = subprocess.Popen(
-        [sys.executable, os.path.join(REPO, "run.py"), "monitor", monitor_file],
-        cwd=str(project.dir), env=project.env, stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT, text=True)
-    try:
-        sqs = boto("sqs")
-        url = sqs.get_queue_url(QueueName=APP + "Queue")["QueueUrl"]
+    with laptop_monitor(project) as laptop:
         aws = session()
         taken = 0
-        # act as the workers, a few jobs between ticks, while the laptop ticks too
+        # a few jobs between ticks, while the laptop ticks too
         while taken < len(WELLS):
-            for m in sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=2).get(
-                    "Messages", []):
-                sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
-                taken += 1
+            taken += take_jobs(boto, 2)
             if taken < len(WELLS):  # jobs left: a look, never the end
                 assert automonitor.tick(aws, BUCKET, KEY) is False
         tick_until_gone()
         out = laptop.communicate(timeout=120)[0]
-    finally:
-        if laptop.poll() is None:
-            laptop.kill()
-            laptop.communicate()
     assert laptop.returncode == 0, out
     assert "Run %s monitors itself (s3://%s/%s)" % (APP, BUCKET, KEY) in out
     assert "Traceback" not in out
     assert_account_empty(boto)
     # either may say it finished; a later monitor only says nothing is left
-    again = project("monitor", monitor_file)
+    again = project("monitor", laptop.monitor_file)
     assert "Nothing is left of run %s: it was already cleaned up." % APP in again.stdout
 
 
@@ -279,28 +294,14 @@ def test_monitor_following_a_run_the_function_finishes_prints_its_counts(project
     config = project.dir / "config.py"
     config.write_text(config.read_text().replace("MONITOR_TIME = 1", "MONITOR_TIME = 15"))
     start(project)
-    monitor_file = str(project.dir / "files" / (APP + "SpotFleetRequestId.json"))
-    laptop = subprocess.Popen(
-        [sys.executable, os.path.join(REPO, "run.py"), "monitor", monitor_file],
-        cwd=str(project.dir), env=project.env, stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT, text=True)
-    try:
+    with laptop_monitor(project) as laptop:
         assert "monitors itself" in laptop.stdout.readline()
         assert "5 queued" in laptop.stdout.readline()  # its first look; 15 s to the next
-        sqs = boto("sqs")
-        url = sqs.get_queue_url(QueueName=APP + "Queue")["QueueUrl"]
         taken = 0
-        while taken < len(WELLS):  # act as the workers
-            for m in sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=5).get(
-                    "Messages", []):
-                sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
-                taken += 1
+        while taken < len(WELLS):
+            taken += take_jobs(boto)
         tick_until_gone()  # the function's ticks, to the end
         out = laptop.communicate(timeout=120)[0]
-    finally:
-        if laptop.poll() is None:
-            laptop.kill()
-            laptop.communicate()
     assert laptop.returncode == 0, out
     assert "The queue is empty; cleaning up." not in out, out  # the function's tick did it
     assert "Run %s finished: %d jobs done, 0 in the dead-letter queue" % (APP, len(WELLS)) \

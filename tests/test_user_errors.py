@@ -221,3 +221,14 @@ def test_misspelt_knob_is_warned_about_and_empty_command_noted(user):
     assert "sets CLUSTER_MACHINE; did you mean CLUSTER_MACHINES?" in result.stderr
     assert "DOWNLOAD_FILES" not in result.stderr  # a DS knob, passed to the worker silently
     assert "COMMAND is empty" in result.stdout
+
+
+def test_upload_of_a_missing_folder_and_download_with_no_outputs(user, boto):
+    line = one_line_error(user("upload", "no-such-folder"))
+    assert line == ("error: no-such-folder: folder not found; name the folder your job file's "
+                    "inputs are in (e.g. files/exampleData).")
+    write_json(user.dir / "files" / "job.json", {"groups": [{"well": "A01"}]})
+    line = one_line_error(user("download", "files/job.json"))
+    assert line == ('error: files/job.json: no job names an "output", so there is nothing to '
+                    'download.')
+    assert not boto("s3").list_objects_v2(Bucket="ds-test-bucket").get("Contents")
