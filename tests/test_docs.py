@@ -1,6 +1,11 @@
-"""The pages render as written: every Markdown table row has its header's cells."""
+"""The pages render as written (every Markdown table row has its header's cells),
+and the image commands they give do what they say."""
 import glob
 import os
+import shutil
+import subprocess
+
+import pytest
 
 from conftest import REPO
 
@@ -53,3 +58,21 @@ def test_every_table_row_has_its_headers_cells():
     for page in PAGES:
         with open(page, encoding="utf-8") as f:
             assert broken_rows(f.read()) == [], os.path.relpath(page, REPO)
+
+
+def make_dry_run(*args):
+    """The commands `make -C worker ARGS` would run, without running them."""
+    out = subprocess.run(["make", "-n", "--no-print-directory", "-C",
+                          os.path.join(REPO, "worker")] + list(args),
+                         capture_output=True, text=True, check=True).stdout
+    return [" ".join(l.split()) for l in out.replace("\\\n", " ").splitlines()]
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="no make here")
+def test_readme_image_step_builds_and_pushes_the_name_it_gives_and_tag_pushes_too():
+    image = "mydockerhubuser/distributed-something:1.0"
+    lines = make_dry_run("push", "IMAGE=" + image)
+    assert [l.split()[:2] for l in lines] == [["docker", "build"], ["docker", "push"]]
+    assert "-t %s " % image in lines[0] and lines[1] == "docker push " + image
+    lines = make_dry_run("tag", "NEW_TAG=2.0", "DOCKERHUB_USER=me", "PROJECT=tool", "TAG=1.0")
+    assert lines[-2:] == ["docker tag me/tool:1.0 me/tool:2.0", "docker push me/tool:2.0"]
