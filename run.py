@@ -48,7 +48,7 @@ def parse(argv):
                     help="run workers as containers of DOCKERHUB_TAG (docker or podman)")
     pr = sub.add_parser("prepare", help="make roles, bucket, network and a fleet file (or --remove them)")
     pr.add_argument("--key", action="store_true",
-                    help="also make the key pair SSH_KEY_NAME and save its private key here")
+                    help="also make the key pair SSH_KEY_NAME, its private key saved in ~/.ssh/")
     pr.add_argument("--remove", action="store_true", help="delete everything prepare made")
     ch = sub.add_parser("check", help="look for problems in config, files and account (read-only)")
     ch.add_argument("jobfile", nargs="?", default=None)
