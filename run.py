@@ -85,7 +85,9 @@ def main(argv=None):
     from ds.core.errors import UserError
     try:
         from ds import cli
-        return cli.dispatch(args)
+        code = cli.dispatch(args)
+        sys.stdout.flush()  # a closed pipe shows here, not in Python's exit
+        return code
     except UserError as e:
         print("error: %s" % e, file=sys.stderr)
         return 1

@@ -76,3 +76,6 @@ def test_readme_image_step_builds_and_pushes_the_name_it_gives_and_tag_pushes_to
     assert "-t %s " % image in lines[0] and lines[1] == "docker push " + image
     lines = make_dry_run("tag", "NEW_TAG=2.0", "DOCKERHUB_USER=me", "PROJECT=tool", "TAG=1.0")
     assert lines[-2:] == ["docker tag me/tool:1.0 me/tool:2.0", "docker push me/tool:2.0"]
+    ecr = "123456789012.dkr.ecr.us-east-1.amazonaws.com/tool"
+    lines = make_dry_run("tag", "NEW_TAG=latest", "IMAGE=%s:1.0" % ecr)
+    assert lines[-2:] == ["docker tag %s:1.0 %s:latest" % (ecr, ecr), "docker push %s:latest" % ecr]

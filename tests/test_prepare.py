@@ -216,7 +216,7 @@ def test_readme_aws_path_from_an_empty_account_to_outputs_on_disk(user, boto, aw
         got = user.dir / "outputs" / group["output"] / ("%s.json" % group["well"])
         assert json.loads(got.read_text()) == json.loads(expected.read_text())
     again = user("download", "files/exampleJob.json").stdout
-    assert "Downloaded 0 files of 12 job output prefixes to outputs/ (12 files already " \
+    assert "Downloaded 0 files of 12 job output folders to outputs/ (12 files already " \
            "there)." in again, again
 
 
@@ -226,11 +226,12 @@ def test_shipped_config_makes_nothing_and_says_what_to_change(user, boto):
     before = snapshot(boto)
     refused = user("prepare", ok=False)
     assert refused.returncode == 1 and "Traceback" not in refused.stderr
-    assert refused.stderr.strip() == (
+    assert refused.stderr.splitlines() == [
         "error: config.py: AWS_BUCKET is still the example's 'your-bucket-name': set it to a "
-        "bucket name of your own (prepare creates it). config.py: DOCKERHUB_TAG is still the "
-        "example's 'yourname/distributed-something:latest': set it to the worker image you "
-        "push (README, 'Build and push the worker image').")
+        "bucket name of your own (prepare creates it).",
+        "error: config.py: DOCKERHUB_TAG is still the example's "
+        "'yourname/distributed-something:latest': set it to the worker image you push "
+        "(README, 'Build and push the worker image')."]
     assert snapshot(boto) == before
     checked = user("check", "files/exampleJob.json", ok=False)
     assert checked.returncode == 1
@@ -259,7 +260,11 @@ def test_key_lands_with_the_ssh_keys_and_git_status_stays_clean(user, aws_env):
     assert "its private key is in %s (mode 0600)" % pem in made.stdout, made.stdout
     assert stat.S_IMODE(os.stat(pem).st_mode) == 0o600
     assert stat.S_IMODE(os.stat(os.path.dirname(pem)).st_mode) == 0o700
-    assert git("status", "--porcelain", "--ignored") == "!! files/ExampleProjectFleet_us-east-1.json\n"
+    assert git("status", "--porcelain", "--ignored") == \
+        "!! files/ExampleProjectFleet_us-east-1.json\n"
+    # a key saved into the checkout by hand (the manual path's `aws ec2 create-key-pair`)
+    (checkout / "my-ds-key.pem").write_text("-----BEGIN RSA PRIVATE KEY-----\n")
+    assert git("status", "--porcelain") == ""
 
 
 def test_documented_policies_are_the_ones_prepare_makes(tmp_path):

@@ -299,7 +299,7 @@ def write_fleet_file(path, document, say=print):
 def prepare(aws, settings, make_key=False, say=print):
     stand_ins = placeholders(settings)
     if stand_ins:  # else a bucket literally named your-bucket-name, or someone else's
-        raise UserError(" ".join(stand_ins))
+        raise UserError("\nerror: ".join(stand_ins))  # one line each
     iam, ec2, s3 = aws.client("iam"), aws.client("ec2"), aws.client("s3")
     with explain("tell who these credentials belong to"):
         account = aws.client("sts").get_caller_identity()["Account"]

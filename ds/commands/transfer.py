@@ -2,14 +2,16 @@
 files between this computer and AWS_BUCKET, laid out as `local` lays them out.
 
 upload sends FOLDER to s3://AWS_BUCKET/<FOLDER's name>/..., the paths a job
-file's "input" names; download brings every job's "output" prefix to
-OUT/<prefix>/..., as a local run leaves its outputs in local-output/. A file
-already there with the same size is skipped, so either can be run again after
-a stop, or while a run is still going.
+file's "input" names; download brings every job's "output" folder to
+OUT/<output>/..., as a local run leaves its outputs in local-output/. As
+`aws s3 sync` does, a file is skipped when the copy at the other end has the
+same size and is not older, so either can be run again after a stop, or
+while a run is still going.
 """
 import concurrent.futures
-import json
 import os
+
+import boto3.exceptions
 
 from ds.core.aws import explain
 from ds.core.errors import UserError
@@ -30,76 +32,105 @@ def folder_files(folder):
             for root, _dirs, files in os.walk(folder) for name in sorted(files)]
 
 
-def remote_sizes(s3, bucket, prefix):
-    """{key: size} of the objects under `prefix`."""
+def remote_objects(s3, bucket, prefix):
+    """{key: (size, last modified as a timestamp)} of the files under `prefix`;
+    the S3 console's folder markers (keys ending in /) are no files."""
     pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
-    return {o["Key"]: o["Size"] for page in pages for o in page.get("Contents", [])}
+    return {o["Key"]: (o["Size"], o["LastModified"].timestamp())
+            for page in pages for o in page.get("Contents", []) if not o["Key"].endswith("/")}
 
 
 def output_locations(bodies, bucket):
-    """(bucket, prefix) of every job's "output", as the worker reads it."""
+    """(bucket, prefix) of every job's "output" folder, exactly as the worker
+    uploads to it (its own parser: "out/A1" is the folder out/A1/, not out/A10)."""
+    dsjob = jobs.worker_parser()
     found = set()
     for body in bodies:
-        message = json.loads(body)
-        job = dict(message)
-        job.update(message.get("group", {}))
-        output = job.get("output")
-        if not isinstance(output, str) or not output:
-            continue
-        if output.startswith("s3://"):
-            b, _, prefix = output[5:].partition("/")
-            found.add((b, prefix))
-        else:
-            found.add((bucket, output))
+        output = dsjob.merge(dsjob.parse_message(body)).get("output")
+        if isinstance(output, str) and output:
+            b, key = dsjob.split_s3(output, bucket, "output")
+            found.add((b, dsjob.as_prefix(key)))
     return sorted(found)
 
 
-def _same_size(path, size):
-    return os.path.isfile(path) and os.path.getsize(path) == size
+def _fresh(size, mtime, other_size, other_mtime):
+    """Whether a copy (size, mtime) need not be replaced by the other end's."""
+    return size == other_size and mtime >= other_mtime
 
 
 def _move_all(calls, what, progress):
-    """Run the transfers, THREADS at a time, with a progress bar when asked."""
+    """Run the transfers, THREADS at a time, with a progress bar when asked. The
+    first failure, or Ctrl-C, cancels the transfers not yet begun."""
     if not calls:
         return
     bar = None
     if progress:
         from tqdm import tqdm
         bar = tqdm(total=len(calls), unit="file", desc=what, leave=False)
-    with concurrent.futures.ThreadPoolExecutor(THREADS) as pool:
+    pool = concurrent.futures.ThreadPoolExecutor(THREADS)
+    try:
         for future in concurrent.futures.as_completed([pool.submit(c) for c in calls]):
-            future.result()  # the first failure ends the command, in one line
+            future.result()
             if bar:
                 bar.update()
-    if bar:
-        bar.close()
+    except BaseException:
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    finally:
+        pool.shutdown()
+        if bar:
+            bar.close()
+
+
+def _one_file(call, path):
+    """One transfer, its failures as explain() and the user read them."""
+    try:
+        call()
+    except boto3.exceptions.S3UploadFailedError as e:
+        raise e.__cause__ or e  # boto3 wraps AWS's own error, which explain() words
+    except OSError as e:
+        raise UserError("%s: %s." % (path, e.strerror or e))
 
 
 def upload_folder(s3, bucket, folder, progress=False):
     """Send `folder` to the bucket; returns (files sent, files already there)."""
     files = folder_files(folder)
-    there = remote_sizes(s3, bucket, os.path.basename(os.path.normpath(folder)) + "/")
-    todo = [(p, k) for p, k in files if there.get(k) != os.path.getsize(p)]
-    _move_all([lambda p=p, k=k: s3.upload_file(p, bucket, k) for p, k in todo],
-              "uploading", progress)
+    there = remote_objects(s3, bucket, os.path.basename(os.path.normpath(folder)) + "/")
+    todo = [(p, k) for p, k in files if k not in there or not _fresh(
+        there[k][0], there[k][1], os.path.getsize(p), os.path.getmtime(p))]
+    _move_all([lambda p=p, k=k: _one_file(lambda: s3.upload_file(p, bucket, k), p)
+               for p, k in todo], "uploading", progress)
     return len(todo), len(files) - len(todo)
 
 
 def download_outputs(s3, locations, out_dir, progress=False):
-    """Bring the objects under each (bucket, prefix) to out_dir/<key>; returns
+    """Bring the files under each (bucket, prefix) to out_dir/<key>; returns
     (files fetched, files already there)."""
-    todo, kept = [], 0
+    root = os.path.abspath(out_dir)
+    todo, kept = {}, 0
     for bucket, prefix in locations:
-        for key, size in sorted(remote_sizes(s3, bucket, prefix).items()):
-            target = os.path.join(out_dir, *key.split("/"))
-            if _same_size(target, size):
+        for key, (size, modified) in sorted(remote_objects(s3, bucket, prefix).items()):
+            target = os.path.abspath(os.path.join(root, *key.split("/")))
+            if not target.startswith(root + os.sep):
+                raise UserError("s3://%s/%s would land outside %s; not downloading it."
+                                % (bucket, key, out_dir))
+            if os.path.isfile(target) and _fresh(os.path.getsize(target),
+                                                 os.path.getmtime(target), size, modified):
                 kept += 1
             else:
-                todo.append((bucket, key, target))
-    for target in {os.path.dirname(t) for _b, _k, t in todo}:
-        os.makedirs(target, exist_ok=True)
-    _move_all([lambda b=b, k=k, t=t: s3.download_file(b, k, t) for b, k, t in todo],
-              "downloading", progress)
+                todo[target] = (bucket, key, modified)
+    for folder in sorted({os.path.dirname(t) for t in todo}):
+        try:
+            os.makedirs(folder, exist_ok=True)
+        except OSError as e:
+            raise UserError("%s: cannot make this folder for the outputs (%s)."
+                            % (folder, e.strerror or e))
+
+    def fetch(bucket, key, target, modified):
+        s3.download_file(bucket, key, target)
+        os.utime(target, (modified, modified))  # as old as the object: a rerun compares
+    _move_all([lambda t=t, v=v: _one_file(lambda: fetch(v[0], v[1], t, v[2]), t)
+               for t, v in sorted(todo.items())], "downloading", progress)
     return len(todo), kept
 
 
@@ -125,14 +156,14 @@ def download(aws, settings, jobfile, out):
         raise UserError("%s: no job names an \"output\", so there is nothing to download."
                         % jobfile)
     s3 = aws.client("s3")
-    for bucket in sorted({b for b, _p in locations}):
-        check_bucket(s3, bucket, settings.path)
+    check_bucket(s3, settings.AWS_BUCKET, settings.path)
     with explain("download the outputs of %s" % jobfile):
         fetched, kept = download_outputs(s3, locations, out, progress=True)
+    folders = "%d job output folder%s" % (len(locations), "" if len(locations) == 1 else "s")
     if not fetched + kept:
-        print("No outputs yet under the %d output prefix%s of %s (first: s3://%s/%s)." % (
-            len(locations), "" if len(locations) == 1 else "es", jobfile, *locations[0]))
+        print("No outputs yet in the %s of %s (first: s3://%s/%s)." % (
+            folders, jobfile, locations[0][0], locations[0][1]))
         return
-    print("Downloaded %s of %d job output prefix%s to %s/%s." % (
-        _files(fetched), len(locations), "" if len(locations) == 1 else "es",
-        os.path.normpath(out), " (%s already there)" % _files(kept) if kept else ""))
+    print("Downloaded %s of %s to %s/%s." % (
+        _files(fetched), folders, os.path.normpath(out),
+        " (%s already there)" % _files(kept) if kept else ""))

@@ -60,6 +60,7 @@ def monitor(aws, settings, path, cheapest=False, poll_seconds=None, live=False,
     done_before = runfile.finished(path)
     if done_before or (done_before is None and not run.anything_left()):
         print("Nothing is left of run %s: it was already cleaned up." % s.APP_NAME)
+        recorded(aws, s, fleet_id)
         return None
     poll_seconds = poll_seconds or s.MONITOR_TIME
     print("Monitoring run %s every %d s (Ctrl-C stops watching; run monitor again to go on)."
@@ -105,6 +106,7 @@ def follow(aws, settings, path, poll_seconds, live=False, check=lambda: None, re
     if stored is None or stored.get("MONITOR_FINISHED"):
         tick.tick(aws, bucket, key)  # removes what a stopped last tick left
         print("Nothing is left of run %s: it was already cleaned up." % app)
+        recorded(aws, *runfile.run_settings(settings, path)[:2])
         runfile.mark_finished(path)
         return None
     print("Run %s monitors itself (s3://%s/%s); showing its progress until it is "
@@ -118,8 +120,8 @@ def follow(aws, settings, path, poll_seconds, live=False, check=lambda: None, re
     status.end()
     runfile.mark_finished(path)
     s, fleet_id = runfile.run_settings(settings, path)[:2]
-    if not summary.get("finished_here"):
-        summary = finished_elsewhere(aws, s, fleet_id)
+    if not summary.get("finished_here"):  # the function's last tick came first
+        summary = recorded(aws, s, fleet_id) or _counts_seen(s, summary)
     done, dead = summary.get("done"), summary.get("dead")
     hours, spot = summary.get("hours"), summary.get("spot")
     page = report.after_run(aws, s, report_dir, done, dead, hours,
@@ -127,16 +129,27 @@ def follow(aws, settings, path, poll_seconds, live=False, check=lambda: None, re
     return {"done": done, "failed": dead, "report": page}
 
 
-def finished_elsewhere(aws, s, fleet_id):
-    """The summary of a run whose last tick was not ours (the function's, say),
-    as that tick recorded it; printed here as it printed it there."""
+def recorded(aws, s, fleet_id):
+    """The summary a run's last tick recorded (the function's, say), printed here as
+    it was printed there; None if this run recorded none."""
     with explain("read the outcome of run %s" % s.APP_NAME):
         record = outcome.load(aws.client("s3"), s, fleet_id)
     if record is None:
-        print("Run %s finished elsewhere (its automatic monitor) without recording its job "
-              "counts; `python run.py failures` lists any failed jobs." % s.APP_NAME)
-        return {}
+        return None
     summary = {"done": record["done"], "dead": record["dead"],
                "hours": record["machine_hours"], "spot": record["spot_price"]}
     steps.say_finished(s, summary["done"], summary["dead"], summary["hours"], summary["spot"])
+    return summary
+
+
+def _counts_seen(s, summary):
+    """A run that ended without an outcome record (its function predates them):
+    the counts the ticks read, said as such."""
+    if summary.get("done") is None:
+        print("Run %s finished; its automatic monitor recorded no job counts "
+              "(`python run.py failures` lists any failed jobs)." % s.APP_NAME)
+    else:
+        print("Run %s finished: %d jobs done, %d in the dead-letter queue (its automatic "
+              "monitor ended it; machine-hours not recorded)." % (
+                  s.APP_NAME, summary["done"], int(summary.get("dead") or 0)))
     return summary
