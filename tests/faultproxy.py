@@ -4,6 +4,8 @@ Every request goes to the emulator, except that a share `fail` of them is
 answered at once with a 503 or a throttling error (the call never took
 effect), and a share `lose` of the answers is replaced by a 500 after the
 call took effect (the client retries something that already happened).
+`deny(method, path)`, when given, names requests refused with AccessDenied,
+as AWS refuses a call a policy does not allow (the emulator enforces none).
 Point AWS_ENDPOINT_URL at `proxy.url`. The emulator's own /moto-api/ is
 never faulted. Used by tests/test_storm.py and benchmarks/bench_storm.py.
 """
@@ -18,10 +20,11 @@ _HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer",
 
 
 class FaultProxy(object):
-    def __init__(self, target, fail=0.0, lose=0.0, seed=None):
+    def __init__(self, target, fail=0.0, lose=0.0, seed=None, deny=None):
         parsed = urllib.parse.urlparse(target)
         self.target = (parsed.hostname, parsed.port)
         self.fail, self.lose = fail, lose
+        self.deny = deny or (lambda method, path: False)
         self.rng = random.Random(seed)
         self.lock = threading.Lock()
         self.counts = {"calls": 0, "failed": 0, "lost": 0, "records": 0}
@@ -103,6 +106,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             if "/ds-records/" in self.path:  # the cost of the job records, for the benchmark
                 with self.owner.lock:
                     self.owner.counts["records"] += 1
+        if self.owner.deny(self.command, self.path):
+            return self._reply(*self._error(body, 403, "AccessDenied", "Access Denied"))
         if fault == "fail":
             throttle = self.owner.rng.random() < 0.5
             return self._reply(*self._error(body, *(

@@ -6,6 +6,7 @@ import time
 import pytest
 
 from conftest import run_py, write_json
+from faultproxy import FaultProxy
 
 BUCKET = "transfer-test-bucket"
 CONFIG = """
@@ -88,3 +89,17 @@ def test_failures_are_one_line(user, boto):
     line, = result.stderr.strip().splitlines()
     assert line.startswith("error: AWS refused to download the outputs of job.json: ") \
         and "NoSuchBucket" in line, line
+
+
+def test_an_upload_aws_refuses_is_one_line(user, aws_env):
+    """A user whose policy lacks s3:PutObject: boto3 wraps AWS's refusal in its own error."""
+    (user.dir / "plate1").mkdir()
+    (user.dir / "plate1" / "a.csv").write_text("1,2")
+    with FaultProxy(aws_env["AWS_ENDPOINT_URL"], deny=lambda method, path: method == "PUT") \
+            as proxy:
+        result = run_py(["upload", "plate1"], dict(aws_env, AWS_ENDPOINT_URL=proxy.url),
+                        cwd=str(user.dir))
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    line, = result.stderr.strip().splitlines()
+    assert line == ("error: AWS refused to upload plate1 to s3://%s/plate1/: Access Denied "
+                    "(AccessDenied)." % BUCKET), line

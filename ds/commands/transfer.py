@@ -66,7 +66,8 @@ def _move_all(calls, what, progress):
     bar = None
     if progress:
         from tqdm import tqdm
-        bar = tqdm(total=len(calls), unit="file", desc=what, leave=False)
+        bar = tqdm(total=len(calls), unit="file", desc=what, leave=False,
+                   disable=None)  # None: only on a terminal
     pool = concurrent.futures.ThreadPoolExecutor(THREADS)
     try:
         for future in concurrent.futures.as_completed([pool.submit(c) for c in calls]):
@@ -87,7 +88,8 @@ def _one_file(call, path):
     try:
         call()
     except boto3.exceptions.S3UploadFailedError as e:
-        raise e.__cause__ or e  # boto3 wraps AWS's own error, which explain() words
+        # boto3 raises it while handling AWS's own error, which explain() words
+        raise e.__cause__ or e.__context__ or e
     except OSError as e:
         raise UserError("%s: %s." % (path, e.strerror or e))
 
