@@ -1,4 +1,6 @@
-"""JSON files a user gives (job, fleet) or a run writes (its state file).
+"""JSON files a user gives (job, fleet) or a run writes (its state file), and
+the JSON objects a run keeps in its bucket (the automatic monitor's state, the
+run's outcome).
 
 Reading ends in one line naming the file on any mistake; writing is atomic,
 so a crash never leaves a half-written file behind.
@@ -6,6 +8,7 @@ so a crash never leaves a half-written file behind.
 import json
 import os
 
+from ds.core.aws import is_gone
 from ds.core.errors import UserError
 
 
@@ -28,3 +31,19 @@ def write_json(path, data):
     with open(tmp, "w") as f:
         json.dump(data, f, indent=2)
     os.replace(tmp, path)
+
+
+def load_object(s3, bucket, key):
+    """The JSON stored at s3://bucket/key, or None if there is none."""
+    try:
+        body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+    except Exception as e:
+        if is_gone(e):
+            return None
+        raise
+    return json.loads(body)
+
+
+def store_object(s3, bucket, key, data):
+    s3.put_object(Bucket=bucket, Key=key, Body=json.dumps(data, indent=2).encode(),
+                  ContentType="application/json")

@@ -4,10 +4,10 @@ gave. The run's monitor file is deleted at its end, so a `monitor` that was
 following a run the automatic monitor finished, or a `report` written after
 the clean-up, reads them here, never a zero.
 """
-import json
 import time
 
-from ds.core.aws import explain, is_gone
+from ds.core.aws import explain
+from ds.core.jsonfile import load_object, store_object
 
 
 def key_for(app_name):
@@ -20,8 +20,7 @@ def save(s3, settings, fleet_id, done, dead, hours, spot):
     key = key_for(settings.APP_NAME)
     with explain("record the outcome of run %s in s3://%s/%s"
                  % (settings.APP_NAME, settings.AWS_BUCKET, key)):
-        s3.put_object(Bucket=settings.AWS_BUCKET, Key=key, Body=json.dumps(record).encode(),
-                      ContentType="application/json")
+        store_object(s3, settings.AWS_BUCKET, key, record)
     return record
 
 
@@ -30,11 +29,5 @@ def load(s3, settings, fleet_id):
     the one recorded is another run's (an earlier run of the same APP_NAME)."""
     key = key_for(settings.APP_NAME)
     with explain("read s3://%s/%s" % (settings.AWS_BUCKET, key)):
-        try:
-            body = s3.get_object(Bucket=settings.AWS_BUCKET, Key=key)["Body"].read()
-        except Exception as e:
-            if is_gone(e):
-                return None
-            raise
-    record = json.loads(body)
-    return record if record.get("fleet_id") == fleet_id else None
+        record = load_object(s3, settings.AWS_BUCKET, key)
+    return record if record and record.get("fleet_id") == fleet_id else None

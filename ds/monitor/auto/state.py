@@ -1,9 +1,8 @@
 """The automatic monitor's state: the run's monitor file, kept in the bucket at
 monitors/APP_NAME.json so that every tick (the function's, or the laptop's)
 reads and writes the same copy."""
-import json
-
-from ds.core.aws import explain, is_gone
+from ds.core.aws import explain
+from ds.core.jsonfile import load_object, store_object
 
 KEY_PREFIX = "monitors/"
 
@@ -14,19 +13,12 @@ def key_for(app_name):
 
 def upload(s3, bucket, key, info):
     with explain("write the run's monitor file to s3://%s/%s" % (bucket, key)):
-        s3.put_object(Bucket=bucket, Key=key, Body=json.dumps(info, indent=2).encode(),
-                      ContentType="application/json")
+        store_object(s3, bucket, key, info)
 
 
 def load(s3, bucket, key):
     """The stored monitor file, or None if it is gone."""
-    try:
-        body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
-    except Exception as e:
-        if is_gone(e):
-            return None
-        raise
-    return json.loads(body)
+    return load_object(s3, bucket, key)
 
 
 def _progress(info):
