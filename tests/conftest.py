@@ -204,6 +204,19 @@ def run_py(args, env, cwd=REPO, timeout=300):
     )
 
 
+def user_runner(env, folder, timeout=300):
+    """`run(*args, ok=True)`: `python run.py ARGS` in `folder`, as a user types it. No
+    answer may hold a traceback; with ok, the command must also succeed."""
+    def run(*args, ok=True):
+        result = run_py(list(args), env, cwd=str(folder), timeout=timeout)
+        if ok:
+            assert result.returncode == 0, result.stdout + result.stderr
+        assert "Traceback" not in result.stderr
+        return result
+    run.dir = folder
+    return run
+
+
 def write_json(path, data):
     with open(path, "w") as f:
         json.dump(data, f, indent=2)

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from conftest import REPO, run_py
+from conftest import REPO, run_py, user_runner
 from worker_helpers import Proc
 
 # prepare attaches AWS managed policies: the emulator must know them.
@@ -72,15 +72,7 @@ def user(tmp_path, aws_env, boto):
     with open(os.path.join(REPO, "files", "exampleJob.json")) as f:
         (tmp_path / "files" / "exampleJob.json").write_text(f.read())
     aws_like_default_vpc(boto)
-
-    def run(*args, ok=True):
-        result = run_py(list(args), aws_env, cwd=str(tmp_path), timeout=300)
-        if ok:
-            assert result.returncode == 0, result.stdout + result.stderr
-            assert "Traceback" not in result.stderr
-        return result
-    run.dir = tmp_path
-    return run
+    return user_runner(aws_env, tmp_path)
 
 
 def snapshot(client):

@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from conftest import run_py, write_json
+from conftest import run_py, user_runner, write_json
 from faultproxy import FaultProxy
 
 BUCKET = "transfer-test-bucket"
@@ -21,15 +21,7 @@ COMMAND = 'cp {input_dir}/* {output_dir}/'
 def user(tmp_path, aws_env, boto):
     (tmp_path / "config.py").write_text(CONFIG)
     boto("s3").create_bucket(Bucket=BUCKET)
-
-    def run(*args, ok=True):
-        result = run_py(list(args), aws_env, cwd=str(tmp_path))
-        if ok:
-            assert result.returncode == 0, result.stdout + result.stderr
-        assert "Traceback" not in result.stderr
-        return result
-    run.dir = tmp_path
-    return run
+    return user_runner(aws_env, tmp_path)
 
 
 def put(s3, key, body):
