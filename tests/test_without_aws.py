@@ -14,7 +14,8 @@ from test_steps import DS_CONFIG, FLEET, JOB
 from test_user_errors import one_line_error
 
 COMMANDS = [["setup"], ["submitJob", "files/job.json"], ["startCluster", "files/fleet.json"],
-            ["monitor", "files/DSTestSpotFleetRequestId.json"]]
+            ["monitor", "files/DSTestSpotFleetRequestId.json"], ["upload", "files"],
+            ["download", "files/job.json"]]
 
 
 @pytest.fixture
