@@ -54,8 +54,10 @@ def output_locations(bodies, bucket):
 
 
 def _fresh(size, mtime, other_size, other_mtime):
-    """Whether a copy (size, mtime) need not be replaced by the other end's."""
-    return size == other_size and mtime >= other_mtime
+    """Whether a copy (size, mtime) need not be replaced by the other end's. In whole
+    seconds: S3 keeps no more of LastModified, so a file uploaded in the second it
+    was written looks older than the file by a fraction it does not have."""
+    return size == other_size and int(mtime) >= int(other_mtime)
 
 
 def _move_all(calls, what, progress):
