@@ -32,16 +32,21 @@ def write_config(path, app_name, **knobs):
     return str(path)
 
 
-def job_file(path, n_jobs, prefix="stormOut"):
-    """n_jobs groups; job i writes i.txt under prefix/i."""
-    data = {"groups": [{"n": i, "output": "%s/%d" % (prefix, i)} for i in range(n_jobs)]}
+def job_file(path, n_jobs, prefix="stormOut", seconds=(0, 0)):
+    """n_jobs groups; job i writes i.txt under prefix/i after sleeping between
+    seconds[0] and seconds[1] (spread evenly over the jobs, the same each run)."""
+    low, high = seconds
+    step = (high - low) / max(1, n_jobs - 1)
+    data = {"groups": [{"n": i, "output": "%s/%d" % (prefix, i),
+                        "seconds": "%.2f" % (low + step * (i * 7919 % n_jobs))}
+                       for i in range(n_jobs)]}
     with open(path, "w") as f:
         json.dump(data, f)
     return str(path)
 
 
 def tool_command(runlog):
-    return "echo {n} >> %s && echo {n} > {output_dir}/{n}.txt" % runlog
+    return "echo {n} >> %s && sleep {seconds} && echo {n} > {output_dir}/{n}.txt" % runlog
 
 
 def tool_runs(runlog):
@@ -69,8 +74,9 @@ def completions(logs, group):
 
 
 def local_run_in_storm(emulator_url, env, workdir, n_jobs, fail, lose, workers=8,
-                       app_name="Storm", timeout=1200, seed=None):
-    """`python run.py local` with every call through a FaultProxy.
+                       app_name="Storm", timeout=1200, seed=None, seconds=(0, 0), lease=15):
+    """`python run.py local` with every call through a FaultProxy; each job's
+    tool takes `seconds` (low, high) and holds a lease of `lease` seconds.
 
     Returns (CompletedProcess, wall seconds, proxy counts, paths dict)."""
     os.makedirs(workdir, exist_ok=True)
@@ -80,8 +86,8 @@ def local_run_in_storm(emulator_url, env, workdir, n_jobs, fail, lose, workers=8
         f.write("inputs are not needed by these jobs\n")
     runlog = os.path.join(workdir, "runs.log")
     config = write_config(os.path.join(workdir, "config.py"), app_name,
-                          COMMAND=tool_command(runlog))
-    jobs = job_file(os.path.join(workdir, "job.json"), n_jobs)
+                          COMMAND=tool_command(runlog), SQS_MESSAGE_VISIBILITY=lease)
+    jobs = job_file(os.path.join(workdir, "job.json"), n_jobs, seconds=seconds)
     out = os.path.join(workdir, "out")
     with FaultProxy(emulator_url, fail=fail, lose=lose, seed=seed) as proxy:
         run_env = dict(env, AWS_ENDPOINT_URL=proxy.url)

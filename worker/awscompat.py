@@ -25,8 +25,13 @@ READS_ENDPOINT_ENV = _version(botocore.__version__) >= (1, 31)
 
 def _retry_config():
     # botocore's "standard" retries (5 tries per call) where it has them
-    # (1.15+); our own loops wait out longer storms. Why not "adaptive":
-    # see ds/core/aws.py, which makes the same choice for the control plane.
+    # (1.15+). Its retry quota empties in a long storm and then gives failing
+    # calls no second try; the worker's own loop (Worker._carry) carries
+    # them from there. Not "legacy", which has no quota: its waits are
+    # longer, and with them a 150-job storm took twice as long and a failed
+    # heartbeat cost a job a second run (one run each, issue 24). Why not
+    # "adaptive": see ds/core/aws.py, which makes the same choice for the
+    # control plane.
     if _version(botocore.__version__) < (1, 15):
         return None
     from botocore.config import Config
@@ -77,6 +82,9 @@ def transient(error, connected=True):
         return connected
     # An answer botocore cannot parse is not retried: the emulator answers
     # calls it lacks (spot fleet history) that way, and waiting never helps.
-    # boto3's transfers (upload_file, download_file) wrap the AWS error.
-    cause = getattr(error, "__cause__", None) or getattr(error, "__context__", None)
+    # boto3's transfers wrap the AWS error: upload_file raises while handling
+    # it, and s3transfer's RetriesExceededError (a download's connection kept
+    # dropping) names it as last_exception.
+    cause = (getattr(error, "last_exception", None) or getattr(error, "__cause__", None)
+             or getattr(error, "__context__", None))
     return cause is not None and cause is not error and transient(cause, connected)

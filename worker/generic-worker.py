@@ -42,8 +42,13 @@ LONG_POLL_SECONDS = 20
 # After SIGTERM the tool gets this long to exit before SIGKILL; ECS gives the
 # whole container 30 s by default, and the message must be released first.
 TOOL_TERM_GRACE = 1.5
-UPLOAD_ATTEMPTS = 5
 MAX_BACKOFF = 60.0
+# A job's own calls (records, inputs, outputs, settling its message) are
+# carried through AWS trouble however long it lasts: the first wait after a
+# failure, and the longest. Short first waits matter: a call botocore gave up
+# on is usually answered on the next try.
+CARRY_FIRST_WAIT = 0.25
+CARRY_LONGEST_WAIT = 30.0
 # A job released over AWS trouble comes back after this long, not at once:
 # retrying at once in a storm only adds to it.
 AWS_TROUBLE_DELAY = 10
@@ -236,13 +241,24 @@ class Worker(object):
 
     def _heartbeat(self, job, done):
         # Extend the lease every lease/3 s so a slow job is never handed to
-        # a second worker; two missed beats still leave a third of the lease.
+        # a second worker; a failed beat is tried again within its interval,
+        # and two missed beats still leave a third of the lease.
         interval = self.s.lease / 3.0
         while not done.wait(interval):
-            if not self._set_visibility(job.receipt, self.s.lease):
+            if not self._extend(job, done, interval):
                 LOG.warning("%s %s: heartbeat failed; another worker may "
                             "receive this job", self.tag, job.name)
             self.busy.mark(job.name)
+
+    def _extend(self, job, done, within):
+        """Extend job's lease, trying again until `within` seconds pass."""
+        give_up = monotonic() + within
+        wait = CARRY_FIRST_WAIT
+        while not self._set_visibility(job.receipt, self.s.lease):
+            if monotonic() + wait > give_up or done.wait(wait):
+                return False
+            wait *= 2
+        return True
 
     # ---- one job -------------------------------------------------------
     def handle(self, message):
@@ -288,7 +304,7 @@ class Worker(object):
             outcome = "INTERRUPTED"
         except dsjob.JobError as e:
             log.error("job error: %s", e)
-        except Exception as e:  # a bug, or AWS trouble (not the tool's fault)
+        except Exception as e:  # a bug, or AWS trouble in a call not carried
             if awscompat.transient(e):
                 log.warning("AWS trouble, released for a later try (no try "
                             "spent): %s", e)
@@ -320,9 +336,9 @@ class Worker(object):
         """Delete, release or dead-letter the message; return the outcome."""
         if outcome in ("SUCCESS", "SKIPPED-already-done", "SKIPPED-duplicate"):
             try:
-                self.sqs.delete_message(QueueUrl=self.s.queue_url,
-                                        ReceiptHandle=job.receipt)
-            except (ClientError, BotoCoreError) as e:
+                self._carry("delete_message", lambda: self.sqs.delete_message(
+                    QueueUrl=self.s.queue_url, ReceiptHandle=job.receipt), log)
+            except (ClientError, BotoCoreError, Stopping) as e:
                 # The done record is written: a second delivery is skipped.
                 log.warning("delete_message failed: %s", e)
         elif outcome == "RELEASED":
@@ -342,39 +358,65 @@ class Worker(object):
         return "%s/%s/%s/%s/%s" % (RECORDS, self.s.app_name, self.s.run_id,
                                    kind, key)
 
-    def _read_record(self, kind, key):
+    def _carry(self, what, call, log):
+        """call() until AWS answers it, however long a storm lasts.
+
+        Errors that are not AWS trouble (awscompat.transient) raise at once;
+        a stop request raises Stopping. botocore's own retries come first;
+        this loop has no retry quota for a storm to empty, and the heartbeat
+        holds the job's lease meanwhile."""
+        wait, tries = CARRY_FIRST_WAIT, 0
+        while True:
+            try:
+                return call()
+            except Exception as e:
+                if not awscompat.transient(e):
+                    raise
+                tries += 1
+                if tries in (1, 10) or tries % 100 == 0:
+                    log.warning("%s failed %d time%s (%s); trying again until AWS "
+                                "answers", what, tries, "" if tries == 1 else "s", e)
+            if self.stop.wait(wait * random.uniform(0.5, 1)):
+                raise Stopping()
+            wait = min(wait * 2, CARRY_LONGEST_WAIT)
+
+    def _read_record(self, kind, key, log):
         """The record's text, or None if there is none."""
-        try:
-            body = self.s3.get_object(Bucket=self.s.bucket,
-                                      Key=self._record(kind, key))["Body"]
-            return body.read().decode("utf-8", "replace")
-        except ClientError as e:
-            if _not_found(e):
-                return None
-            raise
+        def read():
+            try:
+                body = self.s3.get_object(Bucket=self.s.bucket,
+                                          Key=self._record(kind, key))["Body"]
+                return body.read().decode("utf-8", "replace")
+            except ClientError as e:
+                if _not_found(e):
+                    return None
+                raise
+        return self._carry("reading the %s record" % kind, read, log)
 
-    def _is_done(self, job):
-        try:
-            self.s3.head_object(Bucket=self.s.bucket,
-                                Key=self._record("done", job.key))
-            return True
-        except ClientError as e:
-            if _not_found(e):
-                return False
-            raise
+    def _is_done(self, job, log):
+        def head():
+            try:
+                self.s3.head_object(Bucket=self.s.bucket,
+                                    Key=self._record("done", job.key))
+                return True
+            except ClientError as e:
+                if _not_found(e):
+                    return False
+                raise
+        return self._carry("looking for the done record", head, log)
 
-    def _failures(self, job):
-        text = self._read_record("failed", job.key) or "0"
+    def _failures(self, job, log):
+        text = self._read_record("failed", job.key, log) or "0"
         return int(text) if text.strip().isdigit() else 0
 
     def _count_failure(self, job, log):
         """The tool failed: count it; at JOB_RETRIES failures dead-letter it."""
         try:
-            failures = self._failures(job) + 1
-            self.s3.put_object(Bucket=self.s.bucket,
-                               Key=self._record("failed", job.key),
-                               Body=str(failures).encode("ascii"))
-        except (ClientError, BotoCoreError) as e:
+            failures = self._failures(job, log) + 1
+            self._carry("counting the failure", lambda: self.s3.put_object(
+                Bucket=self.s.bucket, Key=self._record("failed", job.key),
+                Body=str(failures).encode("ascii")), log)
+        except (ClientError, BotoCoreError, Stopping) as e:
             log.warning("could not count this failure (%s); released, SQS's "
                         "redrive limit is the backstop", e)
             self._set_visibility(job.receipt, AWS_TROUBLE_DELAY)
@@ -390,13 +432,15 @@ class Worker(object):
     def _dead_letter(self, job, log):
         """Move the job to the dead-letter queue (a copy there, then the delete)."""
         try:
-            self.sqs.send_message(QueueUrl=self.s.dead_letter_url,
-                                  MessageBody=job.message["Body"])
-            self.sqs.delete_message(QueueUrl=self.s.queue_url,
-                                    ReceiptHandle=job.receipt)
+            self._carry("send_message to the dead-letter queue",
+                        lambda: self.sqs.send_message(
+                            QueueUrl=self.s.dead_letter_url,
+                            MessageBody=job.message["Body"]), log)
+            self._carry("delete_message", lambda: self.sqs.delete_message(
+                QueueUrl=self.s.queue_url, ReceiptHandle=job.receipt), log)
             log.info("failed JOB_RETRIES=%d times; moved to the dead-letter "
                      "queue", self.s.job_retries)
-        except (ClientError, BotoCoreError) as e:
+        except (ClientError, BotoCoreError, Stopping) as e:
             # The next receive fails the count check again and retries this.
             log.warning("could not move the job to the dead-letter queue: %s", e)
             self._set_visibility(job.receipt, AWS_TROUBLE_DELAY)
@@ -409,13 +453,13 @@ class Worker(object):
         if "output" in spec:
             bucket, key = dsjob.split_s3(spec["output"], s.bucket, "output")
             output = (bucket, dsjob.as_prefix(key))
-        if job.key is not None and self._is_done(job):
+        if job.key is not None and self._is_done(job, log):
             log.info("job key %s is already done in run %s: deleting this "
                      "second delivery without running the tool", job.key,
                      s.run_id)
             return "SKIPPED-duplicate", None, 0.0
         if (job.key is not None and s.dead_letter_url and job.attempt != "1"
-                and self._failures(job) >= s.job_retries):
+                and self._failures(job, log) >= s.job_retries):
             # Its last failure was counted, but the move to the dead-letter
             # queue did not happen (a lost machine, AWS trouble): finish it.
             log.info("already failed JOB_RETRIES=%d times", s.job_retries)
@@ -433,7 +477,7 @@ class Worker(object):
             if s.check_if_done:
                 if output is None:
                     log.info("check-if-done: job has no \"output\"; running it")
-                elif self._remote_done(output):
+                elif self._remote_done(output, log):
                     log.info("already done: s3://%s/%s has %d+ files of >= %d "
                              "bytes%s; skipping", output[0], output[1],
                              s.expected_files, s.min_size,
@@ -465,7 +509,7 @@ class Worker(object):
                 log.error("tool wrote %d file(s) but the job has no \"output\" "
                           "key, so they would be lost", len(produced))
                 return "FAILED", code, tool_seconds
-            if job.key is not None and self._is_done(job):
+            if job.key is not None and self._is_done(job, log):
                 # Another copy (a lease lost in a storm) finished first.
                 log.info("job key %s was completed by another worker while "
                          "this one ran; not uploading", job.key)
@@ -478,8 +522,8 @@ class Worker(object):
             if job.key is not None:
                 # After the outputs, before the delete: a second delivery of
                 # a done job is then skipped, never a half-uploaded one.
-                self.s3.put_object(Bucket=s.bucket,
-                                   Key=self._record("done", job.key), Body=b"")
+                self._carry("writing the done record", lambda: self.s3.put_object(
+                    Bucket=s.bucket, Key=self._record("done", job.key), Body=b""), log)
             return "SUCCESS", code, tool_seconds
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
@@ -488,70 +532,65 @@ class Worker(object):
         if self.stop.is_set():
             raise Stopping()
 
-    def _remote_done(self, output):
-        bucket, prefix = output
-        pages = self.s3.get_paginator("list_objects_v2").paginate(
-            Bucket=bucket, Prefix=prefix)
-        objects = ((o["Key"], o["Size"]) for page in pages
-                   for o in page.get("Contents", []))
-        return dsjob.is_done(objects, self.s.expected_files, self.s.min_size,
+    def _list(self, bucket, prefix, log):
+        """[(key, size)] of every object under prefix."""
+        def read():
+            pages = self.s3.get_paginator("list_objects_v2").paginate(
+                Bucket=bucket, Prefix=prefix)
+            return [(o["Key"], o["Size"]) for page in pages
+                    for o in page.get("Contents", [])]
+        return self._carry("listing s3://%s/%s" % (bucket, prefix), read, log)
+
+    def _remote_done(self, output, log):
+        return dsjob.is_done(self._list(output[0], output[1], log),
+                             self.s.expected_files, self.s.min_size,
                              self.s.necessary)
 
-    def _download(self, bucket, key, in_dir, log):
-        if key and not key.endswith("/"):
+    def _is_object(self, bucket, key, log):
+        def head():
             try:
                 self.s3.head_object(Bucket=bucket, Key=key)
+                return True
             except ClientError as e:
-                if e.response.get("Error", {}).get("Code") not in (
-                        "404", "NoSuchKey", "NotFound"):
-                    raise
-            else:
-                dest = os.path.join(in_dir, key.rsplit("/", 1)[-1])
-                self.s3.download_file(bucket, key, dest)
-                log.info("downloaded s3://%s/%s", bucket, key)
-                return
+                if _not_found(e):
+                    return False
+                raise
+        return self._carry("looking for s3://%s/%s" % (bucket, key), head, log)
+
+    def _fetch(self, bucket, key, dest, log):
+        self._carry("download of s3://%s/%s" % (bucket, key),
+                    lambda: self.s3.download_file(bucket, key, dest), log)
+
+    def _download(self, bucket, key, in_dir, log):
+        if key and not key.endswith("/") and self._is_object(bucket, key, log):
+            self._fetch(bucket, key, os.path.join(in_dir, key.rsplit("/", 1)[-1]), log)
+            log.info("downloaded s3://%s/%s", bucket, key)
+            return
         prefix = dsjob.as_prefix(key)
         count = 0
-        pages = self.s3.get_paginator("list_objects_v2").paginate(
-            Bucket=bucket, Prefix=prefix)
-        for page in pages:
-            for obj in page.get("Contents", []):
-                rel = obj["Key"][len(prefix):]
-                if not rel or rel.endswith("/"):
-                    continue  # folder marker objects made by the S3 console
-                dest = os.path.normpath(os.path.join(in_dir, rel))
-                if not dest.startswith(in_dir + os.sep):
-                    raise dsjob.JobError("input key %r would land outside the "
-                                         "input folder" % obj["Key"])
-                parent = os.path.dirname(dest)
-                if not os.path.isdir(parent):
-                    os.makedirs(parent)
-                self.s3.download_file(bucket, obj["Key"], dest)
-                count += 1
+        for obj_key, _size in self._list(bucket, prefix, log):
+            rel = obj_key[len(prefix):]
+            if not rel or rel.endswith("/"):
+                continue  # folder marker objects made by the S3 console
+            dest = os.path.normpath(os.path.join(in_dir, rel))
+            if not dest.startswith(in_dir + os.sep):
+                raise dsjob.JobError("input key %r would land outside the "
+                                     "input folder" % obj_key)
+            parent = os.path.dirname(dest)
+            if not os.path.isdir(parent):
+                os.makedirs(parent)
+            self._fetch(bucket, obj_key, dest, log)
+            count += 1
         if not count:
             raise dsjob.JobError("input s3://%s/%s matched no object (neither "
                                  "a key nor a prefix)" % (bucket, key))
         log.info("downloaded %d file(s) from s3://%s/%s", count, bucket, prefix)
 
     def _upload(self, path, bucket, key, log):
-        # Exponential backoff on failure only; a stop request cuts it short
-        # (the message is then released and the job rerun elsewhere).
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                self.s3.upload_file(path, bucket, key)
-                return
-            except (ClientError, BotoCoreError) as e:
-                # A storm never fails a finished job: keep trying while the
-                # error is transient (a stop request still cuts it short).
-                if attempt >= UPLOAD_ATTEMPTS and not awscompat.transient(e):
-                    raise
-                delay = min(MAX_BACKOFF, 2 ** min(attempt, 6)) * random.uniform(0.5, 1)
-                log.warning("upload of s3://%s/%s failed (%s); retry %d in "
-                            "%.1fs", bucket, key, e, attempt, delay)
-                if self.stop.wait(delay):
-                    raise Stopping()
+        # A stop request cuts the carrying short: the message is then
+        # released and the job rerun elsewhere.
+        self._carry("upload of s3://%s/%s" % (bucket, key),
+                    lambda: self.s3.upload_file(path, bucket, key), log)
 
     def _run_tool(self, job, command, cwd, in_dir, out_dir, log):
         shell = "/bin/bash" if os.path.exists("/bin/bash") else "/bin/sh"
