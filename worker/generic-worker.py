@@ -394,16 +394,7 @@ class Worker(object):
         return self._carry("reading the %s record" % kind, read, log)
 
     def _is_done(self, job, log):
-        def head():
-            try:
-                self.s3.head_object(Bucket=self.s.bucket,
-                                    Key=self._record("done", job.key))
-                return True
-            except ClientError as e:
-                if _not_found(e):
-                    return False
-                raise
-        return self._carry("looking for the done record", head, log)
+        return self._is_object(self.s.bucket, self._record("done", job.key), log)
 
     def _failures(self, job, log):
         text = self._read_record("failed", job.key, log) or "0"
