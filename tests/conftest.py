@@ -86,10 +86,11 @@ def _stop(proc):
             continue
 
 
-def _start_emulator(logdir, managed_policies):
-    """Start `moto_server` on a free 127.0.0.1 port; return (process, log, URL)."""
+def _start_emulator(logdir, managed_policies, cmd=None):
+    """Start `moto_server` (or `cmd`, which takes its arguments) on a free 127.0.0.1
+    port; return (process, log, URL)."""
     exe = os.path.join(os.path.dirname(sys.executable), "moto_server")
-    cmd = [exe] if os.path.exists(exe) else [sys.executable, "-m", "moto.server"]
+    cmd = cmd or ([exe] if os.path.exists(exe) else [sys.executable, "-m", "moto.server"])
     env = dict(os.environ)
     if managed_policies:
         env["MOTO_IAM_LOAD_MANAGED_POLICIES"] = "true"
@@ -276,3 +277,21 @@ def real_fleet(client, fleet):
             nic["SubnetId"] = subnet["SubnetId"]
             nic["Groups"] = [group]
     return fleet
+
+
+@pytest.fixture(scope="module")
+def iam_world(tmp_path_factory):
+    """An emulator of its own that enforces IAM (tests/iam_server.py): an empty
+    account whose admin sets up the test world; yields an IamWorld. Shared by a
+    module's tests: one run's record of calls serves several tests."""
+    from iam_world import IamWorld
+    logdir = tmp_path_factory.mktemp("iam-emulator")
+    decisions = str(logdir / "decisions.jsonl")
+    proc, log, url = _start_emulator(logdir, True, [
+        sys.executable, os.path.join(REPO, "tests", "iam_server.py"), decisions])
+    try:
+        home = tmp_path_factory.mktemp("iam-home")
+        yield IamWorld(url, emulator_env(url, str(home)), decisions)
+    finally:
+        _stop(proc)
+        log.close()

@@ -111,14 +111,14 @@ def tick_until_gone(limit=200):
     raise AssertionError("the run was not gone after %d ticks" % limit)
 
 
-def packaged_tick(tmp_path, env):
+def packaged_tick(tmp_path, env, bucket=BUCKET, key=KEY):
     """One tick by the handler of the deployment package, unpacked, in a process
     that has nothing else of this repository."""
     pkg = tmp_path / "pkg"
     zipfile.ZipFile(io.BytesIO(autodeploy.package())).extractall(pkg)
     code = ("import json, sys; sys.path.insert(0, %r); from ds.monitor.auto.tick import handler; "
             "print(json.dumps(handler({'bucket': %r, 'key': %r}, None)))"
-            % (str(pkg), BUCKET, KEY))
+            % (str(pkg), bucket, key))
     done = subprocess.run([sys.executable, "-c", code], cwd=str(tmp_path), timeout=120,
                           env=dict(env, AWS_REGION=env["AWS_DEFAULT_REGION"]),
                           capture_output=True, text=True)
@@ -144,7 +144,10 @@ def assert_account_empty(boto):
     assert not cw.describe_alarms(AlarmNamePrefix=APP)["MetricAlarms"]
     assert not boto("lambda").list_functions()["Functions"]
     assert not boto("events").list_rules(NamePrefix=APP)["Rules"]
-    assert not [r for r in boto("iam").list_roles()["Roles"] if r["RoleName"].startswith(APP)]
+    # the app's monitor role stays for its next run (no role can delete itself);
+    # `prepare --remove` deletes it
+    assert [r["RoleName"] for r in boto("iam").list_roles()["Roles"]
+            if r["RoleName"].startswith(APP)] == [APP + "AutoMonitorRole"]
     keys = [o["Key"] for o in boto("s3").list_objects_v2(Bucket=BUCKET).get("Contents", [])]
     # aws-logs-write-test: CloudWatch Logs' own probe object, written by an export;
     # ds-records/ and reports/: the run's done records and report, kept as monitor keeps them
@@ -199,8 +202,7 @@ def test_start_cluster_installs_the_schedule_and_ticks_end_the_run(project, boto
     # installing again (a startCluster cut short, then rerun) updates in place
     settings = load(str(project.dir / "config.py"))
     settings["AWS_PROFILE"] = ""
-    size = autodeploy.install(session(), settings, BUCKET, KEY)
-    assert size == len(autodeploy.package())
+    autodeploy.install(session(), settings)
     assert len(events.list_targets_by_rule(Rule=APP + "AutoMonitorSchedule")["Targets"]) == 1
     assert len(json.loads(lam.get_policy(FunctionName=APP + "AutoMonitor")["Policy"])[
         "Statement"]) == 1
@@ -332,5 +334,8 @@ def test_start_cluster_that_cannot_install_the_monitor_ends_in_one_line(project,
     assert result.returncode == 1, result.stdout + result.stderr
     assert "Traceback" not in result.stderr
     line, = result.stderr.strip().splitlines()
-    assert line.startswith("error: Could not reach AWS to create IAM role %sAutoMonitorRole "
+    assert line.startswith("error: Could not reach AWS to set up IAM role %sAutoMonitorRole "
                            "for the automatic monitor" % APP), line
+    # the monitor comes first: without it, no machine is requested
+    assert not boto("ec2").describe_spot_fleet_requests()["SpotFleetRequestConfigs"]
+    assert not os.path.exists(project.dir / "files" / (APP + "SpotFleetRequestId.json"))

@@ -5,6 +5,7 @@ worker through the task definition; credentials must never go there; and an
 image with its own worker (tests/fixtures/dsapp/, written in the DS style)
 runs its jobs under this control plane.
 """
+import contextlib
 import http.server
 import json
 import os
@@ -161,10 +162,14 @@ class RoleCredentials(http.server.BaseHTTPRequestHandler):
     """Stands in for the ECS task role: the container credentials endpoint
     (AWS_CONTAINER_CREDENTIALS_FULL_URI), so no keys are in the environment."""
 
+    credentials = {"AccessKeyId": "role", "SecretAccessKey": "role", "SessionToken": "role"}
+
     def do_GET(self):
         expires = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 3600))
-        body = json.dumps({"AccessKeyId": "role", "SecretAccessKey": "role",
-                           "Token": "role", "Expiration": expires}).encode()
+        c = getattr(self.server, "credentials", self.credentials)
+        body = json.dumps({"AccessKeyId": c["AccessKeyId"], "SecretAccessKey":
+                           c["SecretAccessKey"], "Token": c["SessionToken"],
+                           "Expiration": expires}).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
@@ -175,14 +180,26 @@ class RoleCredentials(http.server.BaseHTTPRequestHandler):
         pass
 
 
-@pytest.fixture
-def task_role():
+@contextlib.contextmanager
+def role_endpoint(credentials=None):
+    """The task role's credentials endpoint on 127.0.0.1, serving `credentials` (a
+    role session, as STS gives it) or stand-in keys; yields its URL."""
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), RoleCredentials)
+    if credentials:
+        server.credentials = credentials
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    yield "http://127.0.0.1:%d/role" % server.server_address[1]
-    server.shutdown()
-    server.server_close()
+    try:
+        yield "http://127.0.0.1:%d/role" % server.server_address[1]
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture
+def task_role():
+    with role_endpoint() as url:
+        yield url
 
 
 def task_environment(config_path, aws_env, role_url, home):

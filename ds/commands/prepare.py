@@ -13,6 +13,7 @@ from ds.core.aws import error_code, explain, is_gone
 from ds.core.errors import UserError
 from ds.core.jsonfile import read_json, write_json
 from ds.core.settings import placeholders
+from ds.monitor.auto import function
 from ds.resources import network, policies
 
 TAG_KEY = "DSPreparedFor"
@@ -24,7 +25,7 @@ LIVE_INSTANCE_STATES = ["pending", "running", "stopping", "stopped", "shutting-d
 def role_names(settings):
     app = settings.APP_NAME
     return {"machine": app + "MachineRole", "fleet": app + "SpotFleetRole",
-            "worker": app + "WorkerRole"}
+            "worker": app + "WorkerRole", "monitor": function.role_name(app)}
 
 
 def fleet_file_path(settings):
@@ -315,6 +316,8 @@ def prepare(aws, settings, make_key=False, say=print):
                              [policies.FLEET_MANAGED], say=say)
     worker = ensure_role(iam, settings, names["worker"], policies.WORKER_SERVICE,
                          inline={"worker": policies.worker(settings, account)}, say=say)
+    ensure_role(iam, settings, names["monitor"], policies.MONITOR_SERVICE,
+                inline={"tick": policies.monitor_function(settings, account)}, say=say)
     with explain("look up the default VPC and its subnets"):
         vpc = network.default_vpc(ec2)
         subnets = usable_subnets(ec2, vpc, settings.MACHINE_TYPE, say=say)
@@ -407,7 +410,7 @@ def remove(aws, settings, say=print):
                     InstanceProfileName=profile["InstanceProfileName"], RoleName=role["RoleName"])
             iam.delete_instance_profile(InstanceProfileName=profile["InstanceProfileName"])
             say("Deleted instance profile %s." % profile["InstanceProfileName"])
-        for name in (names["machine"], names["fleet"], names["worker"]):
+        for name in (names["machine"], names["fleet"], names["worker"], names["monitor"]):
             if iam_get(iam.get_role, RoleName=name) and _ours(
                     iam.list_role_tags(RoleName=name).get("Tags"), settings):
                 _delete_role(iam, name)

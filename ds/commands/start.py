@@ -8,6 +8,8 @@ from ds.core.aws import explain
 from ds.core.errors import UserError
 from ds.core.jsonfile import read_json
 from ds.commands.setup import check_bucket
+from ds.monitor import install
+from ds.monitor.auto import function
 from ds.operate import cost
 from ds.resources import boot, cluster, dashboard, fleet, logs
 
@@ -43,6 +45,20 @@ def preflight(aws, settings, config, path):
                            "\n  ".join(problems), "it" if len(problems) == 1 else "them"))
 
 
+def _request(aws, settings, ec2, config, path):
+    """The fleet, with the automatic monitor in place first: no machine ever runs
+    without something that will end it. A monitor whose fleet AWS refused is
+    removed again."""
+    if settings.AUTO_MONITOR:
+        install.install(aws, settings)
+    try:
+        return fleet.request(ec2, config, path, settings.path)
+    except BaseException:
+        if settings.AUTO_MONITOR:
+            function.remove(aws, settings.APP_NAME)
+        raise
+
+
 def start_cluster(aws, settings, path, timeout=STARTUP_TIMEOUT, monitor_path=None, local=False):
     """Request the spot fleet, start the workers, wait for machines.
 
@@ -71,7 +87,7 @@ def start_cluster(aws, settings, path, timeout=STARTUP_TIMEOUT, monitor_path=Non
         fleet_id = unfinished
         print("Finishing the start of spot fleet %s." % fleet_id)
     else:
-        fleet_id = fleet.request(ec2, config, path, settings.path)
+        fleet_id = _request(aws, settings, ec2, config, path)
         runfile.create(settings, fleet_id, monitor_path)
         print("Requested %d machine%s (%s) as spot fleet %s." % (
             settings.CLUSTER_MACHINES, "" if settings.CLUSTER_MACHINES == 1 else "s",
@@ -88,7 +104,6 @@ def start_cluster(aws, settings, path, timeout=STARTUP_TIMEOUT, monitor_path=Non
     # From here on a rerun must not touch this fleet.
     runfile.update(monitor_path, MONITOR_STARTUP_DONE=True)
     if settings.AUTO_MONITOR:
-        from ds.monitor import install
         install.start(aws, settings, monitor_path)
     running = fleet.wait_for_machines(ec2, fleet_id, settings.CLUSTER_MACHINES, started, timeout,
                                       quiet_history=local)

@@ -1,11 +1,12 @@
 """Installing the automatic monitor: package, role, function, schedule (startCluster).
 
-One function per run (APP_NAME + 'AutoMonitor'), with a role of its own
-whose inline policy names only that run's queues, bucket, cluster, alarms,
-logs, schedule and function. Per run rather than one shared function: the
-policy can be that narrow, and the last tick removes everything without
-asking whether another run still uses it (monitor/auto/function.py). Every
-call here is idempotent: startCluster run again updates what exists.
+One function per run (APP_NAME + 'AutoMonitor'). Its role, APP_NAMEAutoMonitorRole,
+belongs to the app: `prepare` makes it (or startCluster, the first time), runs of
+the app share it, and its policy names only the app's queues, bucket, cluster,
+alarms, logs, schedule and function (resources/policies.py). The last tick removes
+the function, its schedule and the run's state (monitor/auto/function.py), but not
+the role: a role cannot delete itself. Every call here is idempotent:
+startCluster run again updates what exists.
 """
 import ast
 import io
@@ -20,6 +21,7 @@ from ds.core import runfile, wait
 from ds.core.aws import error_code, explain
 from ds.core.settings import KNOBS
 from ds.monitor.auto import function, state
+from ds.resources import policies
 
 RUNTIME = "python3.12"
 HANDLER = "ds.monitor.auto.tick.handler"
@@ -27,9 +29,9 @@ RATE_MINUTES = 5          # the schedule: one tick every 5 minutes
 TIMEOUT = 300             # seconds one tick may run (tick.TICK_BUDGET is less)
 MEMORY_MB = 256
 ENTRY = "ds/monitor/auto/tick.py"
-TRUST = {"Version": "2012-10-17", "Statement": [{
-    "Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"},
-    "Action": "sts:AssumeRole"}]}
+NEEDS = ("No machine was requested. Ask for the AUTO_MONITOR permissions of "
+         "documentation/step_0_prep.md (section 4), or set AUTO_MONITOR = False in config.py "
+         "and run monitor yourself.")
 
 
 def module_file(name):
@@ -91,65 +93,16 @@ def package():
     return buf.getvalue()
 
 
-def policy(settings, account, region, bucket):
-    """Least privilege for one tick of this run (see documentation/configuration.md)."""
-    app = settings.APP_NAME
-    arn = lambda service, what: "arn:aws:%s:%s:%s:%s" % (service, region, account, what)
-    queues = [arn("sqs", settings.SQS_QUEUE_NAME), arn("sqs", settings.dead_letter_queue_name)]
-    return {"Version": "2012-10-17", "Statement": [
-        {"Effect": "Allow", "Action": ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"],
-         "Resource": "arn:aws:s3:::%s/*" % bucket},
-        {"Effect": "Allow", "Action": "s3:ListBucket", "Resource": "arn:aws:s3:::%s" % bucket},
-        {"Effect": "Allow", "Action": ["sqs:GetQueueUrl", "sqs:GetQueueAttributes",
-                                       "sqs:ListQueueTags", "sqs:DeleteQueue"],
-         "Resource": queues},
-        # EC2's describe calls and spot fleet actions take no resource ARNs.
-        {"Effect": "Allow", "Action": [
-            "ec2:DescribeSpotFleetRequests", "ec2:DescribeSpotFleetInstances",
-            "ec2:DescribeSpotFleetRequestHistory", "ec2:ModifySpotFleetRequest",
-            "ec2:CancelSpotFleetRequests", "ec2:DescribeInstances",
-            "ec2:DescribeSpotPriceHistory", "ec2:TerminateInstances"], "Resource": "*"},
-        {"Effect": "Allow", "Action": [
-            "ecs:DescribeServices", "ecs:UpdateService", "ecs:DeleteService",
-            "ecs:DescribeClusters", "ecs:DeleteCluster", "ecs:ListServices",
-            "ecs:ListTaskDefinitions", "ecs:DeregisterTaskDefinition"], "Resource": "*"},
-        {"Effect": "Allow", "Action": ["cloudwatch:DescribeAlarms", "cloudwatch:ListDashboards"],
-         "Resource": "*"},
-        {"Effect": "Allow", "Action": "cloudwatch:DeleteAlarms",
-         "Resource": arn("cloudwatch", "alarm:%s_*" % app)},
-        {"Effect": "Allow", "Action": "cloudwatch:DeleteDashboards",
-         "Resource": "arn:aws:cloudwatch::%s:dashboard/%s" % (account, app)},
-        {"Effect": "Allow", "Action": ["logs:DescribeLogGroups", "logs:CreateExportTask",
-                                       "logs:DescribeExportTasks"], "Resource": "*"},
-        {"Effect": "Allow", "Action": ["logs:CreateLogGroup", "logs:CreateLogStream",
-                                       "logs:PutLogEvents"],
-         "Resource": arn("logs", "log-group:/aws/lambda/%s:*" % function.function_name(app))},
-        {"Effect": "Allow", "Action": ["events:RemoveTargets", "events:DeleteRule"],
-         "Resource": arn("events", "rule/%s" % function.rule_name(app))},
-        {"Effect": "Allow", "Action": ["lambda:DeleteFunction", "lambda:RemovePermission"],
-         "Resource": arn("lambda", "function:%s" % function.function_name(app))},
-        {"Effect": "Allow", "Action": ["iam:DeleteRolePolicy", "iam:DeleteRole"],
-         "Resource": "arn:aws:iam::%s:role/%s" % (account, function.role_name(app))},
-    ]}
-
-
-def ensure_role(iam, settings, account, region):
-    """The function's role and inline policy, created or brought up to date."""
+def ensure_role(aws, settings, account):
+    """The function's role: prepare's if it made one, else made here. Kept after
+    the run (a role cannot delete itself); `prepare --remove` deletes it."""
+    from ds.commands import prepare
     name = function.role_name(settings.APP_NAME)
-    with explain("create IAM role %s for the automatic monitor" % name,
-                 "Creating it needs iam:CreateRole and iam:PutRolePolicy; or set "
-                 "AUTO_MONITOR = False and run monitor yourself."):
-        try:
-            arn = iam.create_role(RoleName=name, AssumeRolePolicyDocument=json.dumps(TRUST),
-                                  Description="Distributed-Something automatic monitor of %s"
-                                  % settings.APP_NAME,
-                                  Tags=[{"Key": "APP_NAME", "Value": settings.APP_NAME}])[
-                "Role"]["Arn"]
-        except iam.exceptions.EntityAlreadyExistsException:
-            arn = iam.get_role(RoleName=name)["Role"]["Arn"]
-        iam.put_role_policy(RoleName=name, PolicyName="tick", PolicyDocument=json.dumps(
-            policy(settings, account, region, settings.AWS_BUCKET)))
-    return arn
+    with explain("set up IAM role %s for the automatic monitor" % name, NEEDS):
+        return prepare.ensure_role(
+            aws.client("iam"), settings, name, policies.MONITOR_SERVICE,
+            inline={"tick": policies.monitor_function(settings, account)},
+            say=lambda line: line.startswith("Found") or print(line))
 
 
 def ensure_function(lam, settings, role_arn, code):
@@ -175,7 +128,7 @@ def ensure_function(lam, settings, role_arn, code):
                 return None
             raise
 
-    with explain("create Lambda function %s" % name):
+    with explain("create Lambda function %s" % name, NEEDS):
         return wait.until(create, "IAM role %s to reach Lambda" % function.role_name(settings.APP_NAME),
                           timeout=120)
 
@@ -185,31 +138,28 @@ def _updated(lam, name):
     return config.get("LastUpdateStatus", "Successful") != "InProgress"
 
 
-def install(aws, settings, bucket, key):
-    """Role, function, schedule, target and permission for this run. Returns the
-    package size in bytes."""
+def install(aws, settings):
+    """Role, function, schedule, target and permission for this run. A tick that
+    comes before start() has written the run's state finds nothing to do."""
     app = settings.APP_NAME
     with explain("look up the AWS account"):
         account = aws.client("sts").get_caller_identity()["Account"]
-    region = settings.AWS_REGION
-    role_arn = ensure_role(aws.client("iam"), settings, account, region)
-    code = package()
+    role_arn = ensure_role(aws, settings, account)
     lam, events = aws.client("lambda"), aws.client("events")
-    fn_arn = ensure_function(lam, settings, role_arn, code)
+    fn_arn = ensure_function(lam, settings, role_arn, package())
     rule = function.rule_name(app)
-    with explain("create the schedule %s" % rule):
+    with explain("create the schedule %s" % rule, NEEDS):
         rule_arn = events.put_rule(Name=rule, ScheduleExpression="rate(%d minutes)" % RATE_MINUTES,
                                    State="ENABLED",
                                    Description="Ticks the automatic monitor of %s" % app)[
             "RuleArn"]
         events.put_targets(Rule=rule, Targets=[{"Id": "tick", "Arn": fn_arn, "Input": json.dumps(
-            {"bucket": bucket, "key": key})}])
-    with explain("let the schedule %s call function %s" % (rule, function.function_name(app))):
+            {"bucket": settings.AWS_BUCKET, "key": state.key_for(app)})}])
+    with explain("let the schedule %s call function %s" % (rule, function.function_name(app)), NEEDS):
         if rule not in _statement_ids(lam, function.function_name(app)):  # startCluster run again
             lam.add_permission(FunctionName=function.function_name(app), StatementId=rule,
                                Action="lambda:InvokeFunction",
                                Principal="events.amazonaws.com", SourceArn=rule_arn)
-    return len(code)
 
 
 def _statement_ids(lam, name):
@@ -229,16 +179,14 @@ def run_state(settings, info):
 
 
 def start(aws, settings, monitor_path):
-    """startCluster with AUTO_MONITOR: the monitor file to the bucket, then the
-    function and its schedule; the laptop's file learns where the state lives."""
+    """startCluster with AUTO_MONITOR, once the fleet is requested (install() came
+    before): the monitor file to the bucket, where the ticks read it; the laptop's
+    file learns where that is."""
     info = runfile.read(monitor_path)
     key = state.key_for(settings.APP_NAME)
     state.upload(aws.client("s3"), settings.AWS_BUCKET, key, run_state(settings, info))
-    size = install(aws, settings, settings.AWS_BUCKET, key)
     runfile.update(monitor_path, MONITOR_AUTO_KEY=key)
     print("The run monitors itself: schedule %s calls function %s (%s, package %.1f kB) "
           "every %d minutes, and it removes everything once the queue is empty."
           % (function.rule_name(settings.APP_NAME), function.function_name(settings.APP_NAME),
-             RUNTIME, size / 1024.0, RATE_MINUTES))
-
-
+             RUNTIME, len(package()) / 1024.0, RATE_MINUTES))

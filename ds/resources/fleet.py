@@ -94,9 +94,22 @@ def build_request(settings, fleet, path, now=None):
             for nic in spec.get("NetworkInterfaces", []):
                 nic["AssociatePublicIpAddress"] = False
         spec.setdefault("TagSpecifications", [{"ResourceType": "instance", "Tags": [
-            {"Key": "APP_NAME", "Value": settings.APP_NAME},
             {"Key": "Name", "Value": settings.APP_NAME + "-worker"}]}])
+        _tag(spec["TagSpecifications"], "instance", settings.APP_NAME)
+    _tag(config.setdefault("TagSpecifications", []), "spot-fleet-request", settings.APP_NAME)
     return config
+
+
+def _tag(specifications, kind, app):
+    """APP_NAME=app on the `kind` resources, kept over a fleet file's own tags: the
+    workers' and the monitor's policies act only on machines and fleets carrying it
+    (resources/policies.py)."""
+    found = [s for s in specifications if isinstance(s, dict) and s.get("ResourceType") == kind]
+    if not found:
+        found = [{"ResourceType": kind, "Tags": []}]
+        specifications.append(found[0])
+    tags = [t for t in found[0].get("Tags", []) if t.get("Key") != "APP_NAME"]
+    found[0]["Tags"] = [{"Key": "APP_NAME", "Value": app}] + tags
 
 
 def check_fields(config, path):

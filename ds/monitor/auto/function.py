@@ -1,5 +1,5 @@
 """The automatic monitor's function as AWS knows it: the names of its function,
-role and schedule, and their removal by the run's last tick."""
+role and schedule, and the removal of function and schedule by the run's last tick."""
 from ds.core.aws import explain, unless_gone
 
 
@@ -16,9 +16,10 @@ def rule_name(app_name):
 
 
 def remove(aws, app_name):
-    """Schedule first, then function and role: a stop midway leaves nothing that runs."""
-    events, lam, iam = aws.client("events"), aws.client("lambda"), aws.client("iam")
-    rule, fn, role = rule_name(app_name), function_name(app_name), role_name(app_name)
+    """Schedule first, then the function: a stop midway leaves nothing that runs.
+    Not the role: the function runs with it, and `prepare --remove` deletes it."""
+    events, lam = aws.client("events"), aws.client("lambda")
+    rule, fn = rule_name(app_name), function_name(app_name)
     with explain("remove the automatic monitor of %s" % app_name):
         if _removed(lambda: events.remove_targets(Rule=rule, Ids=["tick"])):
             _removed(lambda: events.delete_rule(Name=rule))
@@ -26,9 +27,6 @@ def remove(aws, app_name):
         _removed(lambda: lam.remove_permission(FunctionName=fn, StatementId=rule))
         if _removed(lambda: lam.delete_function(FunctionName=fn)):
             print("Removed the automatic monitor's function %s." % fn)
-        _removed(lambda: iam.delete_role_policy(RoleName=role, PolicyName="tick"))
-        if _removed(lambda: iam.delete_role(RoleName=role)):
-            print("Removed role %s." % role)
 
 
 def _removed(call):

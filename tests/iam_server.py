@@ -1,0 +1,71 @@
+"""The AWS emulator (moto's server) with IAM enforced, every decision written down.
+
+    python tests/iam_server.py LOGFILE -H 127.0.0.1 -p PORT
+
+moto checks each call's credentials against their policies once enforcement is
+on (POST /moto-api/reset-auth 0). This replaces its decision with
+iam_rules.allows, which knows AWS's action names, and appends one JSON line per
+decision to LOGFILE: who (the caller's ARN), action, resource ("*" when the
+emulator does not know it) and allowed. AssumeRole is left to the caller's
+policy alone: tests assume roles as admin, standing in for the AWS service
+(ECS, Lambda, EC2) that would.
+"""
+import json
+import os
+import sys
+import threading
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from iam_rules import allows, as_document, aws_call  # noqa: E402
+
+from moto.core.exceptions import JsonRESTError  # noqa: E402
+from moto.iam import access_control  # noqa: E402
+from moto.server import main  # noqa: E402
+
+_lock = threading.Lock()
+
+
+def _decide(self, resource):
+    action, resource = aws_call(self._action, resource)
+    documents = [as_document(p) for p in self._access_key.collect_policies()]
+    allowed = action == "sts:GetCallerIdentity" or allows(documents, action, resource)
+    with _lock, open(LOG, "a") as f:
+        f.write(json.dumps({"who": self._access_key.arn, "action": action,
+                            "resource": resource, "allowed": allowed}) + "\n")
+    if not allowed:
+        if self._service in JSON_SERVICES:
+            raise _AccessDeniedJson("User: %s is not authorized to perform: %s%s" % (
+                self._access_key.arn, action, "" if resource == "*" else
+                " on resource: " + resource))
+        self._raise_access_denied()
+
+
+# moto answers a refusal in XML whatever the protocol; these services speak JSON
+# (botocore's models say so), and AWS refuses them in JSON as well.
+JSON_SERVICES = {"lambda", "ecs", "logs", "events", "ssm", "servicequotas", "sqs"}
+
+
+class _AccessDeniedJson(JsonRESTError):
+    code = 403
+
+    def __init__(self, message):
+        super().__init__("AccessDeniedException", message)
+
+
+_signed_request = access_control.IAMRequestBase._create_aws_request
+
+
+def _signed_request_without_made_up_body(self):
+    """The request as signed. moto stands the parsed parameters in for an empty body
+    (right for a form POST whose body was parsed away), also for a GET or DELETE,
+    whose signature then never matches (Lambda's GetPolicy, for one)."""
+    if self._method in ("GET", "HEAD", "DELETE") and not self._body:
+        self._data = {}
+    return _signed_request(self)
+
+
+if __name__ == "__main__":
+    LOG = sys.argv.pop(1)
+    access_control.IAMRequestBase.check_action_permitted = _decide
+    access_control.IAMRequestBase._create_aws_request = _signed_request_without_made_up_body
+    sys.exit(main(sys.argv[1:]))

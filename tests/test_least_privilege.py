@@ -1,0 +1,269 @@
+"""Least privilege, proven on an emulator that enforces IAM (tests/iam_server.py).
+
+One account, from empty to empty: its admin makes a scientist's user holding
+exactly what documentation/step_0_prep.md section 4 asks for (the page is
+tested against ds/resources/policies.py, which is read here). Every part of two
+runs then uses only its own identity:
+- the laptop commands, as the scientist;
+- the workers (run-worker.sh: instance-setup, the workers), with the worker
+  role's session from a stand-in of the task-role endpoint;
+- the machines' boot script's read of the ECS agent config, with the machine role;
+- the automatic monitor's ticks, the packaged handler with the function role.
+The first run has AUTO_MONITOR on and ends by its ticks; the second has it off
+and ends by `monitor` on the laptop. Every call the emulator checked is written
+down; the tests below read that record.
+"""
+import base64
+import json
+import os
+import re
+import shutil
+import sys
+
+import pytest
+
+from conftest import REPO, user_runner
+from iam_world import ACCOUNT
+from test_automonitor import packaged_tick
+from test_dsapp import role_endpoint
+from test_prepare import FLEET_FILE, aws_like_default_vpc, edit, shipped_config
+from test_worker_launcher import FakeIMDS
+from worker_helpers import RUN_WORKER, Workers, wait_until
+
+sys.path.insert(0, REPO)
+from ds.core.settings import load  # noqa: E402
+from ds.resources import policies  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+APP = "ExampleProject"
+BUCKET = "ds-least-privilege"
+MONITOR_KEY = "monitors/%s.json" % APP
+MONITOR_FILE = "files/%sSpotFleetRequestId.json" % APP
+FAILING_WELL = "Z99"   # a well whose measurements file has no rows: its tool fails
+
+
+def user_policies(settings):
+    """The scientist's policies: step 0's, section 4, as the page is tested against."""
+    return [policies.user_run(settings, ACCOUNT), policies.user_auto_monitor(settings, ACCOUNT),
+            policies.user_prepare(settings, ACCOUNT)]
+
+
+def project(folder):
+    """The shipped config with README's edits, the example job plus one job that fails,
+    and the example data."""
+    (folder / "config.py").write_text(shipped_config(BUCKET))
+    shutil.copytree(os.path.join(REPO, "files", "exampleData"), folder / "files" / "exampleData")
+    (folder / "files" / "exampleData" / "measurements" / (FAILING_WELL + ".csv")).write_text(
+        "cell,area\n")
+    with open(os.path.join(REPO, "files", "exampleJob.json")) as f:
+        job = json.load(f)
+    job["groups"].append({"well": FAILING_WELL, "input": [
+        "exampleData/summarize.py", "exampleData/measurements/%s.csv" % FAILING_WELL],
+        "output": "exampleOutput/Plate1/" + FAILING_WELL})
+    (folder / "files" / "exampleJob.json").write_text(json.dumps(job))
+    return len(job["groups"])
+
+
+class Account:
+    """The world of one module: admin's clients, the identities, the workers."""
+
+    def __init__(self, world, folder):
+        self.world, self.folder = world, folder
+        self.workers = Workers(folder)
+
+    def settings(self):
+        return load(str(self.folder / "config.py"))
+
+    def queue_counts(self, name):
+        sqs = self.world.client("sqs")
+        url = sqs.get_queue_url(QueueName=name)["QueueUrl"]
+        a = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+        return int(a["ApproximateNumberOfMessages"]), int(
+            a["ApproximateNumberOfMessagesNotVisible"])
+
+    def fleet(self):
+        ec2 = self.world.client("ec2")
+        fleet_id = json.loads((self.folder / MONITOR_FILE).read_text())["MONITOR_FLEET_ID"]
+        config = ec2.describe_spot_fleet_requests(SpotFleetRequestIds=[fleet_id])[
+            "SpotFleetRequestConfigs"][0]["SpotFleetRequestConfig"]
+        machines = [i["InstanceId"] for i in ec2.describe_spot_fleet_instances(
+            SpotFleetRequestId=fleet_id)["ActiveInstances"]]
+        return config, machines
+
+    def boot_machine(self, config):
+        """What the boot script does first with the machine role: fetch the ECS agent
+        config from the bucket (`aws s3 cp` in resources/boot.py's user data)."""
+        script = base64.b64decode(config["LaunchSpecifications"][0]["UserData"]).decode()
+        bucket, key = re.search(r"aws s3 cp s3://([^/]+)/(\S+) ", script).groups()
+        machine = self.world.session(self.world.assume(APP + "MachineRole"))
+        body = machine.client("s3", endpoint_url=self.world.url).get_object(
+            Bucket=bucket, Key=key)["Body"].read().decode()
+        assert "ECS_CLUSTER=" in body
+
+    def start_container(self, machine, name):
+        """run-worker.sh as ECS runs it on `machine`: the registered task definition's
+        environment, the worker role's session from the task-role endpoint, the
+        machine's instance metadata; no keys."""
+        ecs = self.world.client("ecs")
+        arn = ecs.list_task_definitions(familyPrefix=APP + "Task")["taskDefinitionArns"][-1]
+        container = ecs.describe_task_definition(taskDefinition=arn)["taskDefinition"][
+            "containerDefinitions"][0]
+        role = self.world.assume(APP + "WorkerRole")
+        endpoint = role_endpoint(role)
+        url = endpoint.__enter__()
+        self.endpoints.append(endpoint)
+        env = {k: v for k, v in self.world.base_env.items()
+               if k not in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")}
+        env.update({e["name"]: e["value"] for e in container["environment"]})
+        env.update(AWS_CONTAINER_CREDENTIALS_FULL_URI=url, AWS_EC2_METADATA_DISABLED="false",
+                   AWS_EC2_METADATA_SERVICE_ENDPOINT=self.imds, WORKER_PYTHON=sys.executable,
+                   AWS_REGION=env["AWS_DEFAULT_REGION"], HOME=str(self.folder / "home"))
+        FakeIMDS.instance_id = machine
+        return self.workers.start_script(["bash", RUN_WORKER], env, name)
+
+    def tick(self):
+        """One tick of the packaged function, with its role's session."""
+        env = self.world.env_for(self.world.assume(APP + "AutoMonitorRole"))
+        return packaged_tick(self.folder, env, BUCKET, MONITOR_KEY)
+
+
+@pytest.fixture(scope="module")
+def account(iam_world, tmp_path_factory):
+    """Two runs and a prepare --remove, every part as its own identity; yields the
+    Account with what each command printed in `said`."""
+    import http.server
+    import threading
+    folder = tmp_path_factory.mktemp("scientist")
+    (folder / "home").mkdir()
+    (folder / "files").mkdir()
+    jobs = project(folder)
+    world = iam_world
+    aws_like_default_vpc(world.client)
+    a = Account(world, folder)
+    a.jobs = jobs
+    a.endpoints = []
+    imds = http.server.ThreadingHTTPServer(("127.0.0.1", 0), FakeIMDS)
+    threading.Thread(target=imds.serve_forever, daemon=True).start()
+    a.imds = "http://127.0.0.1:%d" % imds.server_address[1]
+    key = world.user("scientist", user_policies(a.settings()))
+    user = user_runner(dict(world.env_for(key), HOME=str(folder / "home")), folder)
+    a.said = said = {}
+    try:
+        said["prepare"] = user("prepare").stdout
+        role = re.search(r"^Set (TASK_ROLE_ARN = '[^']+') in config.py.$", said["prepare"],
+                         re.M).group(1)
+        (folder / "config.py").write_text(edit((folder / "config.py").read_text(), role))
+        said["check"] = user("check", "files/exampleJob.json", FLEET_FILE).stdout
+        said["upload"] = user("upload", "files/exampleData").stdout
+        run_with_the_automatic_monitor(a, user, jobs)
+        run_with_the_laptop_monitor(a, user, world, jobs)
+        said["remove"] = user("prepare", "--remove").stdout
+        yield a
+    finally:
+        a.workers.close()
+        for endpoint in a.endpoints:
+            endpoint.__exit__(None, None, None)
+        imds.shutdown()
+        imds.server_close()
+
+
+def run_with_the_automatic_monitor(a, user, jobs):
+    said = a.said
+    user("setup")
+    said["submitJob"] = user("submitJob", "files/exampleJob.json").stdout
+    said["startCluster"] = user("startCluster", FLEET_FILE).stdout
+    config, machines = a.fleet()
+    a.boot_machine(config)
+    assert '"finished": false' in a.tick()  # jobs queued: a look
+    a.start_container(machines[0], "container1")
+    queue, dead = APP + "Queue", APP + "DeadMessages"
+    wait_until(lambda: a.queue_counts(queue) == (0, 0) and a.queue_counts(dead)[0] == 1,
+               120, "every job done but %s, which is in the dead-letter queue" % FAILING_WELL,
+               interval=0.5)
+    said["status"] = user("status", MONITOR_FILE).stdout
+    said["failures"] = user("failures").stdout
+    # what a user does next: mend the input, upload it again, send the job round again
+    (a.folder / "files" / "exampleData" / "measurements" / (FAILING_WELL + ".csv")).write_text(
+        (a.folder / "files" / "exampleData" / "measurements" / "A01.csv").read_text())
+    user("upload", "files/exampleData")
+    said["redrive"] = user("redrive").stdout
+    wait_until(lambda: a.queue_counts(queue) == (0, 0) and a.queue_counts(dead)[0] == 0,
+               120, "the redriven job to be done", interval=0.5)
+    for _ in range(30):
+        if '"finished": true' in a.tick():
+            break
+    else:
+        raise AssertionError("the ticks did not end the run")
+    said["ticks_done"] = True
+    said["monitor"] = user("monitor", MONITOR_FILE).stdout
+    said["report"] = user("report", MONITOR_FILE).stdout
+    said["download"] = user("download", "files/exampleJob.json").stdout
+    a.workers.close()
+
+
+def run_with_the_laptop_monitor(a, user, world, jobs):
+    """First a user without the AUTO_MONITOR permissions tries, then the scientist runs
+    with AUTO_MONITOR off and `monitor` ends the run."""
+    said = a.said
+    user("setup")
+    user("submitJob", "files/exampleJob.json")
+    settings = a.settings()
+    key = world.user("no-lambda", [policies.user_run(settings, ACCOUNT),
+                                   policies.user_prepare(settings, ACCOUNT)])
+    refuse = user_runner(dict(world.env_for(key), HOME=str(a.folder / "home")), a.folder)
+    said["refused"] = refuse("startCluster", FLEET_FILE, ok=False)
+    said["fleets_after_refusal"] = world.client("ec2").describe_spot_fleet_requests()[
+        "SpotFleetRequestConfigs"]
+    config_py = a.folder / "config.py"
+    config_py.write_text(edit(config_py.read_text(), "AUTO_MONITOR = 'False'"))
+    config_py.write_text(edit(config_py.read_text(), "MONITOR_TIME = 1"))
+    user("startCluster", FLEET_FILE)
+    _, machines = a.fleet()
+    a.workers = Workers(a.folder)
+    a.start_container(machines[0], "container2")
+    said["monitor2"] = user("monitor", MONITOR_FILE).stdout
+    a.workers.close()
+
+
+def test_a_whole_run_works_with_only_the_permissions_the_docs_give(account):
+    said = account.said
+    assert "Created role %sAutoMonitorRole" % APP in said["prepare"], said["prepare"]
+    assert "No problem found" in said["check"], said["check"]
+    for run in ("monitor", "monitor2"):
+        assert "Run %s finished: %d jobs done, 0 in the dead-letter queue" % (
+            APP, account.jobs) in said[run], said[run]
+    assert FAILING_WELL in said["failures"], said["failures"]
+    assert "Downloaded %d files" % account.jobs in said["download"], said["download"]
+    denied = [d for d in account.world.decisions() if not d["allowed"]
+              and "no-lambda" not in d["who"]]
+    assert not denied, denied
+
+
+def test_a_user_without_the_monitors_rights_gets_one_line_and_no_fleet(account):
+    refused = account.said["refused"]
+    assert refused.returncode == 1
+    lines = refused.stderr.strip().splitlines()
+    assert len(lines) == 1, refused.stdout + refused.stderr
+    line = lines[0]
+    assert line.startswith("error: AWS refused to create Lambda function %sAutoMonitor:" % APP), line
+    assert "not authorized to perform: lambda:CreateFunction" in line, line
+    assert "AUTO_MONITOR = False" in line, line
+    assert not account.said["fleets_after_refusal"]
+
+
+def test_the_last_tick_and_prepare_remove_leave_nothing_of_ours(account):
+    world = account.world
+    iam = world.client("iam")
+    assert not [r for r in iam.list_roles()["Roles"] if r["RoleName"].startswith(APP)]
+    assert not iam.list_instance_profiles()["InstanceProfiles"]
+    assert not world.client("lambda").list_functions()["Functions"]
+    assert not world.client("events").list_rules(NamePrefix=APP)["Rules"]
+    ec2 = world.client("ec2")
+    assert not [g for g in ec2.describe_security_groups()["SecurityGroups"]
+                if g["GroupName"].startswith(APP)]
+    s3 = world.client("s3")
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET).get("Contents", [])]
+    assert MONITOR_KEY not in keys
+    # the bucket holds the user's data and results: kept, and prepare says so
+    assert "Kept bucket %s: it holds data" % BUCKET in account.said["remove"]
