@@ -35,12 +35,29 @@ def aws_action(action):
     return AWS_NAMES.get(action, action)
 
 
-def aws_call(action, resource):
-    """(action, resource) as AWS checks the call the emulator names so."""
+# EC2 calls whose resources the emulator does not give but AWS checks one by one:
+# the request parameter naming them. An id's prefix says its kind.
+EC2_IDS = {"ec2:CreateTags": "ResourceId", "ec2:TerminateInstances": "InstanceId",
+           "ec2:ModifySpotFleetRequest": "SpotFleetRequestId",
+           "ec2:CancelSpotFleetRequests": "SpotFleetRequestId",
+           "ec2:DescribeSpotFleetInstances": "SpotFleetRequestId",
+           "ec2:DescribeSpotFleetRequestHistory": "SpotFleetRequestId"}
+EC2_KINDS = {"i-": "instance", "vol-": "volume", "sfr-": "spot-fleet-request"}
+
+
+def aws_call(action, resource, data, region, account):
+    """(action, [resources]) as AWS checks the call the emulator names so; `data`
+    holds the request's parameters ({name: [values]})."""
     if action == "s3:DeleteObjects":  # AWS checks DeleteObject on each key in the body
-        return "s3:DeleteObject", resource + "/*"
+        return "s3:DeleteObject", [resource + "/*"]
     action = aws_action(action)
-    return action, "*" if action in OTHER_RESOURCE else resource
+    if action in OTHER_RESOURCE:
+        return action, ["*"]
+    ids = [v for k, values in (data or {}).items() if k == EC2_IDS.get(action) or
+           k.startswith("%s." % EC2_IDS.get(action)) for v in values]
+    arns = ["arn:aws:ec2:%s:%s:%s/%s" % (region, account, kind, i) for i in ids
+            for prefix, kind in EC2_KINDS.items() if i.startswith(prefix)]
+    return action, arns or [resource]
 
 
 def _matches(patterns, value):
@@ -75,6 +92,6 @@ def as_document(policy):
     """A policy document as dict, from what the emulator keeps (str, dict or Policy)."""
     if hasattr(policy, "versions"):
         policy = next(v.document for v in policy.versions if v.is_default)
-    elif isinstance(policy, dict):
+    elif isinstance(policy, dict) and "policy_document" in policy:
         policy = policy["policy_document"]
     return json.loads(policy) if isinstance(policy, str) else policy

@@ -26,18 +26,32 @@ _lock = threading.Lock()
 
 
 def _decide(self, resource):
-    action, resource = aws_call(self._action, resource)
+    action, resources = aws_call(self._action, resource, self._data, self._region,
+                                 self.account_id)
+    checks = [(action, r) for r in resources]
+    if action == "s3:GetObject" and not _exists(self, resources[0]):
+        # AWS answers 403, not 404, for a missing object to whom may not list the bucket
+        checks.append(("s3:ListBucket", resources[0].split("/")[0]))
     documents = [as_document(p) for p in self._access_key.collect_policies()]
-    allowed = action == "sts:GetCallerIdentity" or allows(documents, action, resource)
+    verdicts = [a == "sts:GetCallerIdentity" or allows(documents, a, r) for a, r in checks]
     with _lock, open(LOG, "a") as f:
-        f.write(json.dumps({"who": self._access_key.arn, "action": action,
-                            "resource": resource, "allowed": allowed}) + "\n")
-    if not allowed:
+        for (a, r), allowed in zip(checks, verdicts):
+            f.write(json.dumps({"who": self._access_key.arn, "action": a, "resource": r,
+                                "allowed": allowed}) + "\n")
+    if not all(verdicts):
+        action, resource = next(c for c, ok in zip(checks, verdicts) if not ok)
         if self._service in JSON_SERVICES:
             raise _AccessDeniedJson("User: %s is not authorized to perform: %s%s" % (
                 self._access_key.arn, action, "" if resource == "*" else
                 " on resource: " + resource))
         self._raise_access_denied()
+
+
+def _exists(request, arn):
+    from moto.s3.models import s3_backends
+    bucket, _, key = arn[len("arn:aws:s3:::"):].partition("/")
+    found = s3_backends[request.account_id]["aws"].buckets.get(bucket)
+    return found is not None and key in found.keys
 
 
 # moto answers a refusal in XML whatever the protocol; these services speak JSON

@@ -23,6 +23,7 @@ import sys
 import pytest
 
 from conftest import REPO, user_runner
+from iam_rules import allows, as_document
 from iam_world import ACCOUNT
 from test_automonitor import packaged_tick
 from test_dsapp import role_endpoint
@@ -71,6 +72,7 @@ class Account:
     def __init__(self, world, folder):
         self.world, self.folder = world, folder
         self.workers = Workers(folder)
+        self.commands = []   # (command, first call, after its last call) in the record
 
     def settings(self):
         return load(str(self.folder / "config.py"))
@@ -122,6 +124,36 @@ class Account:
         FakeIMDS.instance_id = machine
         return self.workers.start_script(["bash", RUN_WORKER], env, name)
 
+    def hold_one_job(self, machine):
+        """Take one job as a worker on `machine` busy with a long one would: in flight,
+        with the machine's busy record (worker/busy.py). Returns (the job's body, a
+        function that lets it go back to the queue)."""
+        sqs, s3 = self.world.client("sqs"), self.world.client("s3")
+        url = sqs.get_queue_url(QueueName=APP + "Queue")["QueueUrl"]
+        job = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=1,
+                                  VisibilityTimeout=600)["Messages"][0]
+        record = "busy/%s/%s/long-job" % (APP, machine)
+        s3.put_object(Bucket=BUCKET, Key=record, Body=b"a long job")
+
+        def release():
+            s3.delete_object(Bucket=BUCKET, Key=record)
+            sqs.change_message_visibility(QueueUrl=url, ReceiptHandle=job["ReceiptHandle"],
+                                          VisibilityTimeout=0)
+        return job["Body"], release
+
+    def runner(self, key, label=None):
+        """`python run.py ...` as the holder of `key`; the calls each command makes
+        are remembered under its name (or `label`)."""
+        run = user_runner(dict(self.world.env_for(key), HOME=str(self.folder / "home")),
+                          self.folder)
+
+        def command(*args, ok=True):
+            start = len(self.world.decisions())
+            result = run(*args, ok=ok)
+            self.commands.append((label or args[0], start, len(self.world.decisions())))
+            return result
+        return command
+
     def tick(self):
         """One tick of the packaged function, with its role's session."""
         env = self.world.env_for(self.world.assume(APP + "AutoMonitorRole"))
@@ -146,11 +178,14 @@ def account(iam_world, tmp_path_factory):
     imds = http.server.ThreadingHTTPServer(("127.0.0.1", 0), FakeIMDS)
     threading.Thread(target=imds.serve_forever, daemon=True).start()
     a.imds = "http://127.0.0.1:%d" % imds.server_address[1]
-    key = world.user("scientist", user_policies(a.settings()))
-    user = user_runner(dict(world.env_for(key), HOME=str(folder / "home")), folder)
+    config_py = folder / "config.py"
+    # a cluster of its own, deleted at the run's end (the shipped 'default' never is)
+    config_py.write_text(edit(config_py.read_text(), "ECS_CLUSTER = 'dsleastprivilege'"))
+    a.key = key = world.user("scientist", user_policies(a.settings()))
+    user = a.runner(key)
     a.said = said = {}
     try:
-        said["prepare"] = user("prepare").stdout
+        said["prepare"] = user("prepare", "--key").stdout
         role = re.search(r"^Set (TASK_ROLE_ARN = '[^']+') in config.py.$", said["prepare"],
                          re.M).group(1)
         (folder / "config.py").write_text(edit((folder / "config.py").read_text(), role))
@@ -171,13 +206,22 @@ def account(iam_world, tmp_path_factory):
 def run_with_the_automatic_monitor(a, user, jobs):
     said = a.said
     user("setup")
+    user("setup")  # run again, it brings what exists up to date
     said["submitJob"] = user("submitJob", "files/exampleJob.json").stdout
-    said["startCluster"] = user("startCluster", FLEET_FILE).stdout
+    said["startCluster"] = a.runner(a.key, "startCluster with AUTO_MONITOR")(
+        "startCluster", FLEET_FILE).stdout
     config, machines = a.fleet()
     a.boot_machine(config)
     assert '"finished": false' in a.tick()  # jobs queued: a look
+    body, release = a.hold_one_job(machines[0])
     a.start_container(machines[0], "container1")
     queue, dead = APP + "Queue", APP + "DeadMessages"
+    failing_held = FAILING_WELL in body
+    wait_until(lambda: a.queue_counts(queue) == (0, 1) and
+               a.queue_counts(dead)[0] == (0 if failing_held else 1),
+               120, "every job done but the one held", interval=0.5)
+    said["scale-in ticks"] = a.tick() + a.tick()
+    release()
     wait_until(lambda: a.queue_counts(queue) == (0, 0) and a.queue_counts(dead)[0] == 1,
                120, "every job done but %s, which is in the dead-letter queue" % FAILING_WELL,
                interval=0.5)
@@ -195,7 +239,6 @@ def run_with_the_automatic_monitor(a, user, jobs):
             break
     else:
         raise AssertionError("the ticks did not end the run")
-    said["ticks_done"] = True
     said["monitor"] = user("monitor", MONITOR_FILE).stdout
     said["report"] = user("report", MONITOR_FILE).stdout
     said["download"] = user("download", "files/exampleJob.json").stdout
@@ -221,8 +264,18 @@ def run_with_the_laptop_monitor(a, user, world, jobs):
     user("startCluster", FLEET_FILE)
     _, machines = a.fleet()
     a.workers = Workers(a.folder)
+    _, release = a.hold_one_job(machines[0])
     a.start_container(machines[0], "container2")
-    said["monitor2"] = user("monitor", MONITOR_FILE).stdout
+    monitor = a.workers.start_script(
+        [sys.executable, os.path.join(REPO, "run.py"), "monitor", MONITOR_FILE],
+        dict(world.env_for(a.key), HOME=str(a.folder / "home")), "monitor2")
+    start = len(world.decisions())
+    monitor.wait_for(r"Ended idle machine", timeout=120)
+    release()
+    monitor.p.wait(120)
+    a.commands.append(("monitor", start, len(world.decisions())))
+    said["monitor2"] = monitor.output()
+    assert monitor.p.returncode == 0, said["monitor2"]
     a.workers.close()
 
 
@@ -267,3 +320,94 @@ def test_the_last_tick_and_prepare_remove_leave_nothing_of_ours(account):
     assert MONITOR_KEY not in keys
     # the bucket holds the user's data and results: kept, and prepare says so
     assert "Kept bucket %s: it holds data" % BUCKET in account.said["remove"]
+
+
+# ---- Every statement needed -------------------------------------------------------
+
+# Which of the scientist's policies each command runs with (section 4 of step 0):
+# user_run for everything, with an addition for prepare and for AUTO_MONITOR.
+ADDITIONS = {"prepare": ["user_prepare"], "startCluster with AUTO_MONITOR": ["user_auto_monitor"]}
+
+
+def parts(account):
+    """Each part of the two runs: (its policies as ds/resources/policies.py writes
+    them, {name: document}; the calls it made, as the emulator recorded them)."""
+    s = account.settings()
+    decisions = account.world.decisions()
+    iam = account.world.client("iam")
+    managed = iam.get_policy(PolicyArn=policies.MACHINE_MANAGED)["Policy"]
+    machine_managed = as_document(iam.get_policy_version(
+        PolicyArn=policies.MACHINE_MANAGED, VersionId=managed["DefaultVersionId"])[
+        "PolicyVersion"]["Document"])
+    user = {"user_run": policies.user_run(s, ACCOUNT),
+            "user_auto_monitor": policies.user_auto_monitor(s, ACCOUNT),
+            "user_prepare": policies.user_prepare(s, ACCOUNT)}
+    found = []
+    scientist = "arn:aws:iam::%s:user/scientist" % ACCOUNT
+    for command, first, end in account.commands:
+        names = ["user_run"] + ADDITIONS.get(command, [])
+        found.append(({n: user[n] for n in names},
+                      [d for d in decisions[first:end] if d["who"] == scientist]))
+    assert sum(len(calls) for _, calls in found) == len(
+        [d for d in decisions if d["who"] == scientist])  # every command is counted
+
+    def calls_of(who):
+        return [d for d in decisions if d["who"].startswith(who)]
+    role = "arn:aws:sts::%s:assumed-role/%s%%s/" % (ACCOUNT, APP)
+    found += [
+        ({"worker": policies.worker(s, ACCOUNT)}, calls_of(role % "WorkerRole")),
+        ({"machine_extra": policies.machine_extra(s), "(AWS managed)": machine_managed},
+         calls_of(role % "MachineRole")),
+        ({"monitor_function": policies.monitor_function(s, ACCOUNT)},
+         calls_of(role % "AutoMonitorRole")),
+    ]
+    return found
+
+
+def _actions(statement):
+    action = statement["Action"]
+    return action if isinstance(action, list) else [action]
+
+
+def without(documents, name, index, action):
+    """The documents with `action` taken out of statement `index` of policy `name`
+    (the statement goes when it was its only action)."""
+    less = json.loads(json.dumps(documents))
+    statements = less[name]["Statement"]
+    rest = [a for a in _actions(statements[index]) if a != action]
+    if rest:
+        statements[index]["Action"] = rest
+    else:
+        del statements[index]
+    return less
+
+
+def needed(documents, calls):
+    """(policy, statement, action) of ours whose removal refuses one of `calls`."""
+    found = set()
+    for name, document in documents.items():
+        if name.startswith("("):
+            continue  # AWS's, not ours
+        for index, statement in enumerate(document["Statement"]):
+            for action in _actions(statement):
+                less = list(without(documents, name, index, action).values())
+                if any(not allows(less, c["action"], c["resource"]) for c in calls):
+                    found.add((name, index, action))
+    return found
+
+
+def test_every_action_of_every_policy_is_needed_by_some_call_of_the_run(account):
+    everything, used = set(), set()
+    for documents, calls in parts(account):
+        calls = [c for c in calls if c["allowed"]]
+        # the policies as written allow every call this part made
+        refused = [c for c in calls
+                   if not allows(list(documents.values()), c["action"], c["resource"])]
+        assert not refused, (list(documents), refused)
+        used |= needed(documents, calls)
+        everything |= {(name, i, a) for name, d in documents.items() if not name.startswith("(")
+                       for i, st in enumerate(d["Statement"]) for a in _actions(st)}
+    unused = sorted({(name, action) for name, _, action in everything - used})
+    print("\n".join("%s: %s" % u for u in unused))
+    assert unused == sorted(policies.NOT_SEEN_IN_TESTS)
+    assert all(policies.NOT_SEEN_IN_TESTS.values())  # each says why it stays

@@ -386,8 +386,7 @@ def remove(aws, settings, say=print):
         group = group if group and _ours(group.get("Tags"), settings) else None
         profile = iam_get(iam.get_instance_profile, InstanceProfileName=names["machine"])
         profile = profile["InstanceProfile"] if profile and _ours(
-            profile["InstanceProfile"].get("Tags") or iam.list_instance_profile_tags(
-                InstanceProfileName=names["machine"]).get("Tags"), settings) else None
+            profile["InstanceProfile"].get("Tags"), settings) else None
         fleet_role = iam_get(iam.get_role, RoleName=names["fleet"])
         users = _in_use(ec2, group and group["GroupId"], profile and profile["Arn"],
                         fleet_role and fleet_role["Role"]["Arn"])
