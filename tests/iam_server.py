@@ -6,8 +6,9 @@ moto checks each call's credentials against their policies once enforcement is
 on (POST /moto-api/reset-auth 0). This replaces its decision with
 iam_rules.allows, which knows AWS's action names, and appends one JSON line per
 decision to LOGFILE: who (the caller's ARN), action, resource ("*" when the
-emulator does not know it) and allowed. AssumeRole is left to the caller's
-policy alone: tests assume roles as admin, standing in for the AWS service
+emulator does not know it) and allowed. It also answers
+iam:SimulatePrincipalPolicy, which moto lacks, by the same rules. AssumeRole is
+left to the caller's policy alone: tests assume roles as admin, standing in for the AWS service
 (ECS, Lambda, EC2) that would.
 """
 import json
@@ -19,6 +20,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from iam_rules import allows, as_document, aws_call  # noqa: E402
 
 from moto.core.exceptions import JsonRESTError  # noqa: E402
+from moto.core.responses import ActionResult  # noqa: E402
+from moto.iam.responses import IamResponse  # noqa: E402
 from moto.iam import access_control  # noqa: E402
 from moto.server import main  # noqa: E402
 
@@ -78,7 +81,23 @@ def _signed_request_without_made_up_body(self):
     return _signed_request(self)
 
 
+def _simulate_principal_policy(self):
+    """IAM's policy simulator, which moto lacks: the principal's own policies (inline
+    and attached), judged by the same rules as every call here."""
+    kind, _, name = self._get_param("PolicySourceArn").split(":", 5)[5].partition("/")
+    entity = (self.backend.get_user if kind == "user" else self.backend.get_role)(
+        name.rsplit("/", 1)[-1])
+    documents = [as_document(p) for p in list(entity.policies.values()) +
+                 list(entity.managed_policies.values())]
+    results = [{"EvalActionName": a, "EvalResourceName": r,
+                "EvalDecision": "allowed" if allows(documents, a, r) else "implicitDeny"}
+               for a in self._get_param("ActionNames")
+               for r in self._get_param("ResourceArns") or ["*"]]
+    return ActionResult({"EvaluationResults": results, "IsTruncated": False})
+
+
 if __name__ == "__main__":
+    IamResponse.simulate_principal_policy = _simulate_principal_policy
     LOG = sys.argv.pop(1)
     access_control.IAMRequestBase.check_action_permitted = _decide
     access_control.IAMRequestBase._create_aws_request = _signed_request_without_made_up_body

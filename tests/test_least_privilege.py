@@ -256,6 +256,14 @@ def run_with_the_laptop_monitor(a, user, world, jobs):
                                    policies.user_prepare(settings, ACCOUNT)])
     refuse = user_runner(dict(world.env_for(key), HOME=str(a.folder / "home")), a.folder)
     said["refused"] = refuse("startCluster", FLEET_FILE, ok=False)
+    # without the simulator too: check cannot tell, the install itself is refused
+    blind = without({"run": policies.user_run(settings, ACCOUNT),
+                     "prepare": policies.user_prepare(settings, ACCOUNT)},
+                    "run", 0, "iam:SimulatePrincipalPolicy")
+    key = world.user("no-lambda-no-simulator", list(blind.values()))
+    refuse = user_runner(dict(world.env_for(key), HOME=str(a.folder / "home")), a.folder)
+    said["check_blind"] = refuse("check", "files/exampleJob.json", FLEET_FILE).stdout
+    said["refused_at_install"] = refuse("startCluster", FLEET_FILE, ok=False)
     said["fleets_after_refusal"] = world.client("ec2").describe_spot_fleet_requests()[
         "SpotFleetRequestConfigs"]
     config_py = a.folder / "config.py"
@@ -283,13 +291,15 @@ def test_a_whole_run_works_with_only_the_permissions_the_docs_give(account):
     said = account.said
     assert "Created role %sAutoMonitorRole" % APP in said["prepare"], said["prepare"]
     assert "No problem found" in said["check"], said["check"]
+    assert "ok        AUTO_MONITOR: these credentials may install the automatic monitor." \
+        in said["check"], said["check"]
     for run in ("monitor", "monitor2"):
         assert "Run %s finished: %d jobs done, 0 in the dead-letter queue" % (
             APP, account.jobs) in said[run], said[run]
     assert FAILING_WELL in said["failures"], said["failures"]
     assert "Downloaded %d files" % account.jobs in said["download"], said["download"]
     denied = [d for d in account.world.decisions() if not d["allowed"]
-              and "no-lambda" not in d["who"]]
+              and "/no-lambda" not in d["who"]]
     assert not denied, denied
 
 
@@ -299,9 +309,26 @@ def test_a_user_without_the_monitors_rights_gets_one_line_and_no_fleet(account):
     lines = refused.stderr.strip().splitlines()
     assert len(lines) == 1, refused.stdout + refused.stderr
     line = lines[0]
-    assert line.startswith("error: AWS refused to create Lambda function %sAutoMonitor:" % APP), line
-    assert "not authorized to perform: lambda:CreateFunction" in line, line
-    assert "AUTO_MONITOR = False" in line, line
+    # check's look, as startCluster's pre-flight, stops it before anything is made
+    assert line == (
+        "error: startCluster requested no machine: AUTO_MONITOR: these credentials may not "
+        "lambda:CreateFunction, lambda:GetPolicy, lambda:AddPermission, events:PutRule, "
+        "events:PutTargets, which installing the automatic monitor needs: ask for the "
+        "AUTO_MONITOR permissions of documentation/step_0_prep.md, or set AUTO_MONITOR = "
+        "False in config.py."), line
+    refused = account.said["refused_at_install"]
+    assert refused.returncode == 1
+    lines = refused.stderr.strip().splitlines()
+    assert len(lines) == 1, refused.stdout + refused.stderr
+    assert lines[0].startswith("error: AWS refused to create Lambda function %sAutoMonitor: User: "
+                               "arn:aws:iam::%s:user/no-lambda-no-simulator is not authorized "
+                               "to perform: lambda:CreateFunction" % (APP, ACCOUNT)), lines[0]
+    assert lines[0].endswith("No machine was requested. Ask for the AUTO_MONITOR permissions of "
+                             "documentation/step_0_prep.md (section 4), or set AUTO_MONITOR = "
+                             "False in config.py and run monitor yourself."), lines[0]
+    assert re.search(r"^unchecked could not check the rights AUTO_MONITOR needs: User: \S+ "
+                     r"is not authorized to perform: iam:SimulatePrincipalPolicy",
+                     account.said["check_blind"], re.M), account.said["check_blind"]
     assert not account.said["fleets_after_refusal"]
 
 

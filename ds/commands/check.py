@@ -6,6 +6,7 @@ made. startCluster runs the account checks before it requests a machine.
 """
 import datetime
 import os
+import re
 
 import botocore.exceptions
 from botocore.parsers import ResponseParserError
@@ -15,6 +16,7 @@ from ds.core.errors import UserError
 from ds.core.jsonfile import read_json
 from ds.core.settings import placeholders
 from ds.commands import prepare
+from ds.monitor.auto import function
 from ds.resources import fleet, jobs, network, policies
 
 # Spot vCPU quota of the standard families (A, C, D, H, I, M, R, T, Z).
@@ -352,6 +354,43 @@ def task_role(report, iam, settings):
     role(report, iam, settings.TASK_ROLE_ARN, policies.WORKER_SERVICE, "TASK_ROLE_ARN")
 
 
+def principal(arn):
+    """The IAM entity behind a caller's ARN: an assumed role's session is its role."""
+    found = re.match(r"^arn:([^:]+):sts::(\d+):assumed-role/([^/]+)/", arn)
+    return "arn:%s:iam::%s:role/%s" % found.groups() if found else arn
+
+
+def monitor_rights(report, aws, settings):
+    """AUTO_MONITOR: may these credentials install the automatic monitor? Asked of
+    IAM's policy simulator (iam:SimulatePrincipalPolicy), which sees identity
+    policies only: a refusal it cannot see still ends startCluster in one line
+    before any machine is requested."""
+    if not settings.AUTO_MONITOR:
+        return
+    who = aws.client("sts").get_caller_identity()
+    account, app, region = who["Account"], settings.APP_NAME, settings.AWS_REGION
+    asks = {
+        "arn:aws:iam::%s:role/%s" % (account, function.role_name(app)): ["iam:PassRole"],
+        "arn:aws:lambda:%s:%s:function:%s" % (region, account, function.function_name(app)):
+            ["lambda:CreateFunction", "lambda:GetPolicy", "lambda:AddPermission"],
+        "arn:aws:events:%s:%s:rule/%s" % (region, account, function.rule_name(app)):
+            ["events:PutRule", "events:PutTargets"]}
+    iam = aws.client("iam")
+    refused = []
+    for resource, actions in asks.items():
+        results = iam.simulate_principal_policy(
+            PolicySourceArn=principal(who["Arn"]), ActionNames=actions,
+            ResourceArns=[resource])["EvaluationResults"]
+        refused += [r["EvalActionName"] for r in results if r["EvalDecision"] != "allowed"]
+    if refused:
+        report.problem("AUTO_MONITOR: these credentials may not %s, which installing the "
+                       "automatic monitor needs: ask for the AUTO_MONITOR permissions of "
+                       "documentation/step_0_prep.md, or set AUTO_MONITOR = False in "
+                       "config.py." % ", ".join(refused))
+    else:
+        report.ok("AUTO_MONITOR: these credentials may install the automatic monitor.")
+
+
 def account_checks(aws, settings, config, path, report=None):
     """The checks that need AWS, on a built fleet request. Returns the Report."""
     report = report or Report()
@@ -366,6 +405,7 @@ def account_checks(aws, settings, config, path, report=None):
       "IamFleetRole in %s" % path)
     g("the instance profiles", instance_profiles, iam, specs, path)
     g("TASK_ROLE_ARN", task_role, iam, settings)
+    g("the rights AUTO_MONITOR needs", monitor_rights, aws, settings)
     g("the AMIs", images, ec2, settings, specs, path)
     subnets = g("the subnets and security groups", network_shape, ec2, specs, path)
     g("the key pairs", key_pairs, ec2, specs, path)

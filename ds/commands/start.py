@@ -38,6 +38,8 @@ def preflight(aws, settings, config, path):
     """Refuse before a single machine is billed if the account cannot run this fleet."""
     from ds.commands import check
     problems = check.account_checks(aws, settings, config, path).problems
+    if len(problems) == 1:
+        raise UserError("startCluster requested no machine: %s" % problems[0])
     if problems:
         raise UserError("startCluster requested no machine: %d problem%s found:\n  %s\nFix %s "
                         "and run startCluster again (`python run.py check` lists everything)."

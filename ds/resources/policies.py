@@ -177,7 +177,7 @@ def user_run(settings, account):
             "ec2:DescribeKeyPairs", "ec2:DescribeRouteTables", "ec2:DescribeVpcs",
             "ec2:DescribeInstanceTypeOfferings", "ec2:DescribeInstanceTypes",
             "servicequotas:GetServiceQuota",
-            "iam:GetRole", "iam:GetInstanceProfile",
+            "iam:GetRole", "iam:GetInstanceProfile", "iam:SimulatePrincipalPolicy",
             "s3:ListBucket", "s3:GetObject", "s3:PutObject", "s3:DeleteObject",
             "s3:GetBucketLocation",
             "logs:CreateLogGroup", "logs:PutRetentionPolicy", "logs:TagResource",
