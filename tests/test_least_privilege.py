@@ -23,7 +23,7 @@ import sys
 import pytest
 
 from conftest import REPO, user_runner
-from iam_rules import allows, as_document
+from iam_rules import allows, as_document, statement_allows
 from iam_world import ACCOUNT
 from test_automonitor import packaged_tick
 from test_dsapp import role_endpoint
@@ -33,7 +33,7 @@ from worker_helpers import RUN_WORKER, Workers, wait_until
 
 sys.path.insert(0, REPO)
 from ds.core.settings import load  # noqa: E402
-from ds.resources import policies  # noqa: E402
+from ds.resources import boot, policies  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -220,6 +220,7 @@ def run_with_the_automatic_monitor(a, user, jobs):
     wait_until(lambda: a.queue_counts(queue) == (0, 1) and
                a.queue_counts(dead)[0] == (0 if failing_held else 1),
                120, "every job done but the one held", interval=0.5)
+    a.arns = made(a, machines)
     said["scale-in ticks"] = a.tick() + a.tick()
     release()
     wait_until(lambda: a.queue_counts(queue) == (0, 0) and a.queue_counts(dead)[0] == 1,
@@ -243,6 +244,42 @@ def run_with_the_automatic_monitor(a, user, jobs):
     said["report"] = user("report", MONITOR_FILE).stdout
     said["download"] = user("download", "files/exampleJob.json").stdout
     a.workers.close()
+
+
+def made(a, machines):
+    """The ARNs of what the run has made, as AWS names them (EC2's, which it does not
+    return, from their ids)."""
+    w, s = a.world, a.settings()
+    ecs, sqs, iam = w.client("ecs"), w.client("sqs"), w.client("iam")
+    fn = w.client("lambda").get_function(FunctionName=APP + "AutoMonitor")["Configuration"]
+    ec2 = w.client("ec2")
+    ids = machines + [v["VolumeId"] for v in ec2.describe_volumes(Filters=[
+        {"Name": "attachment.instance-id", "Values": machines}])["Volumes"]] + [
+        json.loads((a.folder / MONITOR_FILE).read_text())["MONITOR_FLEET_ID"]]
+    kinds = {"i-": "instance", "vol-": "volume", "sfr-": "spot-fleet-request"}
+    return (
+        [c["clusterArn"] for c in ecs.describe_clusters(clusters=[s.ECS_CLUSTER])["clusters"]] +
+        [x["serviceArn"] for x in ecs.describe_services(
+            cluster=s.ECS_CLUSTER, services=[APP + "Service"])["services"]] +
+        [fn["FunctionArn"], w.client("events").describe_rule(Name=APP + "AutoMonitorSchedule")[
+            "Arn"],
+         # Lambda's log group for a function is named /aws/lambda/<function name>
+         "arn:aws:logs:%s:%s:log-group:/aws/lambda/%s:*" % (s.AWS_REGION, ACCOUNT,
+                                                            fn["FunctionName"])] +
+        [x["AlarmArn"] for x in w.client("cloudwatch").describe_alarms(
+            AlarmNamePrefix=APP)["MetricAlarms"]] +
+        [w.client("cloudwatch").get_dashboard(DashboardName=APP)["DashboardArn"]] +
+        [g["arn"] for g in w.client("logs").describe_log_groups(
+            logGroupNamePrefix=APP)["logGroups"]] +
+        [sqs.get_queue_attributes(QueueUrl=sqs.get_queue_url(QueueName=q)["QueueUrl"],
+                                  AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+         for q in (s.SQS_QUEUE_NAME, s.dead_letter_queue_name)] +
+        ["arn:aws:s3:::" + BUCKET] + ["arn:aws:s3:::%s/%s" % (BUCKET, key) for key in (
+            MONITOR_KEY, boot.ecs_config_key(s))] +
+        [r["Arn"] for r in iam.list_roles()["Roles"]] +
+        [p["Arn"] for p in iam.list_instance_profiles()["InstanceProfiles"]] +
+        ["arn:aws:ec2:%s:%s:%s/%s" % (s.AWS_REGION, ACCOUNT, kind, i) for i in ids
+         for prefix, kind in kinds.items() if i.startswith(prefix)])
 
 
 def run_with_the_laptop_monitor(a, user, world, jobs):
@@ -438,3 +475,18 @@ def test_every_action_of_every_policy_is_needed_by_some_call_of_the_run(account)
     print("\n".join("%s: %s" % u for u in unused))
     assert unused == sorted(policies.NOT_SEEN_IN_TESTS)
     assert all(policies.NOT_SEEN_IN_TESTS.values())  # each says why it stays
+
+
+def test_every_resource_a_policy_names_is_something_the_run_made(account):
+    """Resource patterns are checked by the emulator only for SQS, S3 and IAM roles:
+    every pattern of ours must match the ARN of something the run made."""
+    names = [(name, r) for documents, _ in parts(account) for name, d in documents.items()
+             if not name.startswith("(") for st in d["Statement"]
+             for r in (st["Resource"] if isinstance(st["Resource"], list) else [st["Resource"]])
+             if r != "*"]
+    assert len(names) > 20
+    unmatched = sorted({(name, r) for name, r in names
+                        if not any(statement_allows({"Effect": "Allow", "Action": "x",
+                                                     "Resource": r}, "x", arn)
+                                   for arn in account.arns)})
+    assert not unmatched, (unmatched, account.arns)
