@@ -270,9 +270,15 @@ def test_documented_policies_are_the_ones_prepare_makes(tmp_path):
     with open(os.path.join(REPO, "documentation", "step_0_prep.md")) as f:
         blocks = [json.loads(b) for b in re.findall(r"```json\n(.*?)```", f.read(), re.S)
                   if '"Statement"' in b]
+    account = "123456789012"
     expected = [{"Version": "2012-10-17", "Statement": policies.log_export_statements(settings)},
                 policies.machine_extra(settings),
-                policies.worker(settings, "123456789012")]
+                policies.worker(settings, account),
+                policies.monitor_function(settings, account),
+                # section 4: what the user asks for; tests/test_least_privilege.py runs with it
+                policies.user_run(settings, account),
+                policies.user_auto_monitor(settings, account),
+                policies.user_prepare(settings, account)]
     for document in expected:
         assert document in blocks
 
