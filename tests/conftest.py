@@ -35,12 +35,15 @@ def pytest_collection_modifyitems(items):
 
     A file's tests run in one process, in order, as one unit: module-scoped
     accounts (test_check's) must not see another test's emulator reset. A test
-    marked slow is a unit of its own and goes first, so the long ones run side
-    by side from the start instead of ending the suite one after another."""
+    marked slow is a unit of its own and goes first, and so does a file marked
+    slow_file (as one unit), so the long ones run side by side from the start
+    instead of ending the suite one after another."""
     for item in items:
         if not item.get_closest_marker("slow"):
             item.add_marker(pytest.mark.xdist_group(os.path.basename(str(item.fspath))))
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)  # stable
+    # a file marked slow_file shares one long fixture: one unit, started first too
+    items.sort(key=lambda item: not (item.get_closest_marker("slow") or
+                                     item.get_closest_marker("slow_file")))  # stable
 
 
 def _free_port():

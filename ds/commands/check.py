@@ -1,8 +1,8 @@
 """`python run.py check`: every problem that would stop a run, one line each, read-only.
 
 Each line starts with ok, PROBLEM, warning or unchecked (AWS could not
-answer; the other checks go on). Only Describe, Get, List and Head calls are
-made. startCluster runs the account checks before it requests a machine.
+answer; the other checks go on). Only Describe, Get, List and Head calls, and
+IAM's policy simulator, are made. startCluster runs the account checks before it requests a machine.
 """
 import datetime
 import os
@@ -18,6 +18,7 @@ from ds.core.settings import placeholders
 from ds.commands import prepare
 from ds.monitor.auto import function
 from ds.resources import fleet, jobs, network, policies
+from ds.resources.roles import iam_get
 
 # Spot vCPU quota of the standard families (A, C, D, H, I, M, R, T, Z).
 STANDARD_SPOT_QUOTA = "L-34B43A08"
@@ -132,7 +133,7 @@ def bucket(report, aws, settings):
 
 
 def role(report, iam, arn, service, field):
-    found = prepare.iam_get(iam.get_role, RoleName=_name(arn))
+    found = iam_get(iam.get_role, RoleName=_name(arn))
     if found is None:
         report.problem("%s: role %s does not exist: run `python run.py prepare` or fix %s."
                        % (field, _name(arn), field))
@@ -152,7 +153,7 @@ def instance_profiles(report, iam, specs, path):
                            "cannot join ECS without one: run `python run.py prepare`." % (path, i))
         names.add(p.get("Name") or _name(p.get("Arn")))
     for name in sorted(n for n in names if n):
-        found = prepare.iam_get(iam.get_instance_profile, InstanceProfileName=name)
+        found = iam_get(iam.get_instance_profile, InstanceProfileName=name)
         if found is None:
             report.problem("%s: instance profile %s does not exist: run `python run.py "
                            "prepare` or fix IamInstanceProfile." % (path, name))

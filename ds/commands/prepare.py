@@ -14,9 +14,9 @@ from ds.core.errors import UserError
 from ds.core.jsonfile import read_json, write_json
 from ds.core.settings import placeholders
 from ds.monitor.auto import function
-from ds.resources import network, policies
+from ds.resources import network, policies, roles
+from ds.resources.roles import ensure_role, iam_get
 
-TAG_KEY = "DSPreparedFor"
 AMI_PARAMETER = "/aws/service/ecs/optimized-ami/amazon-linux-2023/recommended/image_id"
 ACTIVE_FLEET_STATES = ("submitted", "active", "modifying")
 LIVE_INSTANCE_STATES = ["pending", "running", "stopping", "stopped", "shutting-down"]
@@ -43,67 +43,12 @@ def key_file(name):
     return os.path.join(os.path.expanduser("~"), ".ssh", name + ".pem")
 
 
-def _tags(settings):
-    return [{"Key": TAG_KEY, "Value": settings.APP_NAME}]
-
-
-def _ours(tags, settings):
-    return any(t.get("Key") == TAG_KEY and t.get("Value") == settings.APP_NAME
-               for t in tags or [])
-
-
-def iam_get(call, **kwargs):
-    """An IAM look-up: its answer, or None when the entity does not exist."""
-    try:
-        return call(**kwargs)
-    except botocore.exceptions.ClientError as e:
-        if error_code(e) == "NoSuchEntity":
-            return None
-        raise
-
-
-# ---- IAM ---------------------------------------------------------------------
-
-def ensure_role(iam, settings, name, service, managed=(), inline=None, say=print):
-    """Find or create a role trusting `service`; ours get their policies kept current."""
-    found = iam_get(iam.get_role, RoleName=name)
-    if found is None:
-        with explain("create role %s" % name):
-            arn = iam.create_role(RoleName=name, Tags=_tags(settings),
-                                  AssumeRolePolicyDocument=json.dumps(policies.trust(service)),
-                                  Description="Distributed-Something %s" % settings.APP_NAME
-                                  )["Role"]["Arn"]
-        say("Created role %s." % name)
-    else:
-        arn = found["Role"]["Arn"]
-        if not _ours(iam.list_role_tags(RoleName=name).get("Tags"), settings):
-            say("Found role %s (not made by prepare; used as it is)." % name)
-            return arn
-        say("Found role %s." % name)
-    attached = {p["PolicyArn"] for p in iam.list_attached_role_policies(
-        RoleName=name)["AttachedPolicies"]}
-    for policy in managed:
-        if policy not in attached:
-            with explain("attach %s to role %s" % (policy, name)):
-                iam.attach_role_policy(RoleName=name, PolicyArn=policy)
-            say("Attached %s to role %s." % (policy.rsplit("/", 1)[-1], name))
-    for policy_name, document in (inline or {}).items():
-        current = iam_get(iam.get_role_policy, RoleName=name, PolicyName=policy_name)
-        if current is None or policies.as_dict(current["PolicyDocument"]) != document:
-            with explain("set policy %s of role %s" % (policy_name, name)):
-                iam.put_role_policy(RoleName=name, PolicyName=policy_name,
-                                    PolicyDocument=json.dumps(document))
-            say("%s policy %s of role %s." % ("Set" if current is None else "Updated",
-                                             policy_name, name))
-    return arn
-
-
 def ensure_instance_profile(iam, settings, name, say=print):
     found = iam_get(iam.get_instance_profile, InstanceProfileName=name)
     if found is None:
         with explain("create instance profile %s" % name):
             profile = iam.create_instance_profile(InstanceProfileName=name,
-                                                  Tags=_tags(settings))["InstanceProfile"]
+                                                  Tags=roles.tags(settings))["InstanceProfile"]
             iam.add_role_to_instance_profile(InstanceProfileName=name, RoleName=name)
         say("Created instance profile %s for role %s." % (name, name))
     else:
@@ -133,7 +78,7 @@ def ensure_bucket(s3, settings, say=print):
             s3.put_public_access_block(Bucket=bucket, PublicAccessBlockConfiguration={
                 "BlockPublicAcls": True, "IgnorePublicAcls": True,
                 "BlockPublicPolicy": True, "RestrictPublicBuckets": True})
-            s3.put_bucket_tagging(Bucket=bucket, Tagging={"TagSet": _tags(settings)})
+            s3.put_bucket_tagging(Bucket=bucket, Tagging={"TagSet": roles.tags(settings)})
         say("Created bucket %s in %s (public access blocked)." % (bucket, region))
         return
     where = bucket_region(s3, bucket)
@@ -207,7 +152,7 @@ def ensure_security_group(ec2, settings, vpc_id, say=print):
             GroupName=name, VpcId=vpc_id,
             Description="Distributed-Something %s workers: no inbound" % settings.APP_NAME,
             TagSpecifications=[{"ResourceType": "security-group",
-                                "Tags": _tags(settings)}])["GroupId"]
+                                "Tags": roles.tags(settings)}])["GroupId"]
     say("Created security group %s (%s) with no inbound rule." % (name, gid))
     return gid
 
@@ -246,7 +191,7 @@ def ensure_key_pair(ec2, settings, make, say=print):
                         "SSH_KEY_NAME in config.py, then run prepare --key again." % (path, name))
     with explain("create key pair %s" % name):
         material = ec2.create_key_pair(KeyName=name, TagSpecifications=[
-            {"ResourceType": "key-pair", "Tags": _tags(settings)}])["KeyMaterial"]
+            {"ResourceType": "key-pair", "Tags": roles.tags(settings)}])["KeyMaterial"]
     # 0700 and 0600 from the first byte: ssh refuses a private key others may read.
     os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -383,9 +328,9 @@ def remove(aws, settings, say=print):
     with explain("look up what prepare made"):
         vpc = network.default_vpc(ec2)
         group = network.find_security_group(ec2, vpc, network.security_group_name(settings))
-        group = group if group and _ours(group.get("Tags"), settings) else None
+        group = group if group and roles.ours(group.get("Tags"), settings) else None
         profile = iam_get(iam.get_instance_profile, InstanceProfileName=names["machine"])
-        profile = profile["InstanceProfile"] if profile and _ours(
+        profile = profile["InstanceProfile"] if profile and roles.ours(
             profile["InstanceProfile"].get("Tags"), settings) else None
         fleet_role = iam_get(iam.get_role, RoleName=names["fleet"])
         users = _in_use(ec2, group and group["GroupId"], profile and profile["Arn"],
@@ -410,7 +355,7 @@ def remove(aws, settings, say=print):
             iam.delete_instance_profile(InstanceProfileName=profile["InstanceProfileName"])
             say("Deleted instance profile %s." % profile["InstanceProfileName"])
         for name in (names["machine"], names["fleet"], names["worker"], names["monitor"]):
-            if iam_get(iam.get_role, RoleName=name) and _ours(
+            if iam_get(iam.get_role, RoleName=name) and roles.ours(
                     iam.list_role_tags(RoleName=name).get("Tags"), settings):
                 _delete_role(iam, name)
                 say("Deleted role %s." % name)
@@ -420,7 +365,7 @@ def remove(aws, settings, say=print):
 def _remove_key_pair(ec2, settings, say):
     name = key_pair_name(settings)
     pair = find_key_pair(ec2, name) if name else None
-    if pair and _ours(pair.get("Tags"), settings):
+    if pair and roles.ours(pair.get("Tags"), settings):
         ec2.delete_key_pair(KeyName=name)
         say("Deleted key pair %s." % name)
         if os.path.isfile(key_file(name)):
@@ -446,7 +391,7 @@ def _remove_bucket(s3, settings, say):
         tags = s3.get_bucket_tagging(Bucket=bucket).get("TagSet")
     except botocore.exceptions.ClientError:
         tags = []
-    if not _ours(tags, settings):
+    if not roles.ours(tags, settings):
         return
     if s3.list_objects_v2(Bucket=bucket, MaxKeys=1).get("KeyCount", 0):
         say("Kept bucket %s: it holds data (empty it and run prepare --remove again to delete "

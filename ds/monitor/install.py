@@ -21,7 +21,7 @@ from ds.core import runfile, wait
 from ds.core.aws import error_code, explain
 from ds.core.settings import KNOBS
 from ds.monitor.auto import function, state
-from ds.resources import policies
+from ds.resources import policies, roles
 
 RUNTIME = "python3.12"
 HANDLER = "ds.monitor.auto.tick.handler"
@@ -96,10 +96,9 @@ def package():
 def ensure_role(aws, settings, account):
     """The function's role: prepare's if it made one, else made here. Kept after
     the run (a role cannot delete itself); `prepare --remove` deletes it."""
-    from ds.commands import prepare
     name = function.role_name(settings.APP_NAME)
     with explain("set up IAM role %s for the automatic monitor" % name, NEEDS):
-        return prepare.ensure_role(
+        return roles.ensure_role(
             aws.client("iam"), settings, name, policies.MONITOR_SERVICE,
             inline={"tick": policies.monitor_function(settings, account)},
             say=lambda line: line.startswith("Found") or print(line))

@@ -6,6 +6,8 @@ not create roles; tests/test_prepare.py checks that the two agree.
 import json
 from urllib.parse import unquote
 
+from ds.resources import automonitor, cluster
+
 MACHINE_MANAGED = "arn:aws:iam::aws:policy/service-role/AmazonEC2ContainerServiceforEC2Role"
 FLEET_MANAGED = "arn:aws:iam::aws:policy/service-role/AmazonEC2SpotFleetTaggingRole"
 
@@ -104,11 +106,9 @@ def monitor_function(settings, account):
     prepare did not); runs of the app share the role and the role outlives them,
     since no role can delete itself. Where AWS lets an action name a resource, it
     names this app's; the actions on "*" are those AWS only allows on "*"."""
-    from ds.monitor.auto import function
-    from ds.resources import cluster
     app = settings.APP_NAME
     a = lambda service, what: _arn(service, settings, account, what)
-    fn = function.function_name(app)
+    fn = automonitor.function_name(app)
     return {"Version": "2012-10-17", "Statement": [
         {"Effect": "Allow", "Action": ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"],
          "Resource": "arn:aws:s3:::%s/*" % settings.AWS_BUCKET},
@@ -147,7 +147,7 @@ def monitor_function(settings, account):
                                        "logs:PutLogEvents"],
          "Resource": a("logs", "log-group:/aws/lambda/%s:*" % fn)},
         {"Effect": "Allow", "Action": ["events:RemoveTargets", "events:DeleteRule"],
-         "Resource": a("events", "rule/%s" % function.rule_name(app))},
+         "Resource": a("events", "rule/%s" % automonitor.rule_name(app))},
         {"Effect": "Allow", "Action": ["lambda:DeleteFunction", "lambda:RemovePermission"],
          "Resource": a("lambda", "function:%s" % fn)},
     ]}
@@ -200,14 +200,13 @@ def user_run(settings, account):
 def user_auto_monitor(settings, account):
     """What startCluster adds with AUTO_MONITOR: the function, its schedule, and the
     function's role if prepare did not make it (monitor/install.py)."""
-    from ds.monitor.auto import function
     app = settings.APP_NAME
-    fn = function.function_name(app)
+    fn = automonitor.function_name(app)
     return {"Version": "2012-10-17", "Statement": [
         {"Effect": "Allow", "Action": [
             "iam:CreateRole", "iam:TagRole", "iam:ListRoleTags",
             "iam:ListAttachedRolePolicies", "iam:GetRolePolicy", "iam:PutRolePolicy"],
-         "Resource": "arn:aws:iam::%s:role/%s" % (account, function.role_name(app))},
+         "Resource": "arn:aws:iam::%s:role/%s" % (account, automonitor.role_name(app))},
         {"Effect": "Allow", "Action": [
             "lambda:CreateFunction", "lambda:GetFunctionConfiguration",
             "lambda:UpdateFunctionCode", "lambda:UpdateFunctionConfiguration",
@@ -216,7 +215,7 @@ def user_auto_monitor(settings, account):
          "Resource": _arn("lambda", settings, account, "function:%s" % fn)},
         {"Effect": "Allow", "Action": ["events:PutRule", "events:PutTargets",
                                        "events:RemoveTargets", "events:DeleteRule"],
-         "Resource": _arn("events", settings, account, "rule/%s" % function.rule_name(app))},
+         "Resource": _arn("events", settings, account, "rule/%s" % automonitor.rule_name(app))},
     ]}
 
 

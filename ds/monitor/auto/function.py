@@ -1,18 +1,7 @@
-"""The automatic monitor's function as AWS knows it: the names of its function,
-role and schedule, and the removal of function and schedule by the run's last tick."""
+"""The removal of the automatic monitor's function and schedule by the run's last
+tick (their names: resources/automonitor.py)."""
 from ds.core.aws import explain, unless_gone
-
-
-def function_name(app_name):
-    return app_name + "AutoMonitor"
-
-
-def role_name(app_name):
-    return app_name + "AutoMonitorRole"
-
-
-def rule_name(app_name):
-    return app_name + "AutoMonitorSchedule"
+from ds.resources.automonitor import function_name, role_name, rule_name  # noqa: F401 (callers' names)
 
 
 def remove(aws, app_name):
