@@ -29,21 +29,27 @@ def pytest_xdist_auto_num_workers(config):
     return (os.cpu_count() or 1) + 1
 
 
-@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
-def pytest_collection_modifyitems(items):
+@pytest.hookimpl(wrapper=True)  # around pytest-xdist's grouping
+def pytest_collection_modifyitems(config, items):
     """How the test processes share the work (pytest.ini: --dist loadgroup).
 
-    A file's tests run in one process, in order, as one unit: module-scoped
-    accounts (test_check's) must not see another test's emulator reset. A test
-    marked slow is a unit of its own and goes first, and so does a file marked
-    slow_file (as one unit), so the long ones run side by side from the start
+    Tests go to whichever process is free, except that a file marked together
+    (its tests share a module-scoped account, which another test's emulator
+    reset must not wipe) runs in one process, in order, as one unit. Tests
+    marked slow go first, so the long ones run side by side from the start
     instead of ending the suite one after another."""
     for item in items:
-        if not item.get_closest_marker("slow"):
+        if item.get_closest_marker("together"):
             item.add_marker(pytest.mark.xdist_group(os.path.basename(str(item.fspath))))
-    # a file marked slow_file shares one long fixture: one unit, started first too
-    items.sort(key=lambda item: not (item.get_closest_marker("slow") or
-                                     item.get_closest_marker("slow_file")))  # stable
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)  # stable
+    result = yield
+    # pytest-xdist groups by a suffix it adds to each node id: make sure it took
+    ungrouped = [i.nodeid for i in items if config.getvalue("loadgroup")
+                 and i.get_closest_marker("xdist_group") and "@" not in i.nodeid]
+    if ungrouped:
+        raise pytest.UsageError("--dist loadgroup is not grouping %s (pytest %s): see "
+                                "requirements-dev.txt" % (ungrouped[0], pytest.__version__))
+    return result
 
 
 def _free_port():

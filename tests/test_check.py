@@ -14,6 +14,9 @@ import pytest
 from conftest import REGION, REPO, emulator_env, reset, run_py
 from test_prepare import FLEET_FILE, aws_like_default_vpc, shipped_config
 
+# the tests share one account (a module fixture): one process runs them, in order
+pytestmark = pytest.mark.together
+
 NO_SUCH = {"ami": "ami-0123456789abcdef0", "subnet": "subnet-0123456789abcdef0",
            "sg": "sg-0123456789abcdef0"}
 

@@ -35,7 +35,7 @@ sys.path.insert(0, REPO)
 from ds.core.settings import load  # noqa: E402
 from ds.resources import boot, policies  # noqa: E402
 
-pytestmark = pytest.mark.slow_file  # one module fixture: both runs
+pytestmark = [pytest.mark.together, pytest.mark.slow]  # one module fixture: both runs
 
 APP = "ExampleProject"
 BUCKET = "ds-least-privilege"

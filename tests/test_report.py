@@ -13,6 +13,9 @@ import pytest
 from conftest import REPO, write_json
 from test_local import config_with
 
+# the tests share one account (a module fixture): one process runs them, in order
+pytestmark = pytest.mark.together
+
 GREEN, RED = (0x2e, 0x9e, 0x44), (0xd6, 0x27, 0x28)   # SUCCESS and FAILED in ds/operate/report.py
 
 
