@@ -44,7 +44,7 @@ def pytest_collection_modifyitems(config, items):
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)  # stable
     result = yield
     # pytest-xdist groups by a suffix it adds to each node id: make sure it took
-    ungrouped = [i.nodeid for i in items if config.getvalue("loadgroup")
+    ungrouped = [i.nodeid for i in items if config.getoption("loadgroup", False)
                  and i.get_closest_marker("xdist_group") and "@" not in i.nodeid]
     if ungrouped:
         raise pytest.UsageError("--dist loadgroup is not grouping %s (pytest %s): see "

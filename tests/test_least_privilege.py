@@ -240,10 +240,33 @@ def run_with_the_automatic_monitor(a, user, jobs):
             break
     else:
         raise AssertionError("the ticks did not end the run")
+    said["after the last tick"] = left_of_ours(a.world)
     said["monitor"] = user("monitor", MONITOR_FILE).stdout
     said["report"] = user("report", MONITOR_FILE).stdout
     said["download"] = user("download", "files/exampleJob.json").stdout
     a.workers.close()
+
+
+def left_of_ours(world):
+    """What of the app the account holds, by kind."""
+    ecs, cw, s3 = world.client("ecs"), world.client("cloudwatch"), world.client("s3")
+    return {
+        "queues": world.client("sqs").list_queues(QueueNamePrefix=APP).get("QueueUrls", []),
+        "services": [x["serviceName"] for x in ecs.describe_services(
+            cluster="dsleastprivilege", services=[APP + "Service"])["services"]
+            if x["status"] == "ACTIVE"],
+        "task definitions": ecs.list_task_definitions(familyPrefix=APP, status="ACTIVE")[
+            "taskDefinitionArns"],
+        "functions": [f["FunctionName"] for f in world.client("lambda").list_functions()[
+            "Functions"]],
+        "schedules": world.client("events").list_rules(NamePrefix=APP)["Rules"],
+        "alarms": cw.describe_alarms(AlarmNamePrefix=APP)["MetricAlarms"],
+        "dashboards": cw.list_dashboards(DashboardNamePrefix=APP)["DashboardEntries"],
+        "state": [o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET, Prefix="monitors/").get(
+            "Contents", [])],
+        "roles": sorted(r["RoleName"] for r in world.client("iam").list_roles()["Roles"]
+                        if r["RoleName"].startswith(APP)),
+    }
 
 
 def made(a, machines):
@@ -370,6 +393,11 @@ def test_a_user_without_the_monitors_rights_gets_one_line_and_no_fleet(account):
 
 
 def test_the_last_tick_and_prepare_remove_leave_nothing_of_ours(account):
+    # the last tick leaves only what prepare made: the four roles
+    left = account.said["after the last tick"]
+    assert left.pop("roles") == sorted(APP + r for r in (
+        "AutoMonitorRole", "MachineRole", "SpotFleetRole", "WorkerRole"))
+    assert not any(left.values()), left
     world = account.world
     iam = world.client("iam")
     assert not [r for r in iam.list_roles()["Roles"] if r["RoleName"].startswith(APP)]
