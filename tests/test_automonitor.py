@@ -339,3 +339,35 @@ def test_start_cluster_that_cannot_install_the_monitor_ends_in_one_line(project,
     # the monitor comes first: without it, no machine is requested
     assert not boto("ec2").describe_spot_fleet_requests()["SpotFleetRequestConfigs"]
     assert not os.path.exists(project.dir / "files" / (APP + "SpotFleetRequestId.json"))
+
+
+def test_a_fleet_aws_refuses_takes_the_monitor_it_needed_away_again(project, boto):
+    """startCluster installs the monitor before the fleet; when AWS then refuses the
+    fleet (here every EC2 call, as a policy without EC2 rights would), nothing of the
+    monitor is left and the refusal is the line the user reads."""
+    from faultproxy import FaultProxy
+    project("setup")
+    with FaultProxy(project.env["AWS_ENDPOINT_URL"], deny=lambda method, path: True) as ec2:
+        env = dict(project.env, AWS_ENDPOINT_URL_EC2=ec2.url, AWS_MAX_ATTEMPTS="1")
+        result = run_py(["startCluster", "files/fleet.json"], env, cwd=str(project.dir))
+    assert result.returncode == 1, result.stdout + result.stderr
+    line, = result.stderr.strip().splitlines()
+    assert line.startswith("error: AWS refused to start the spot fleet: Access Denied"), line
+    assert not boto("lambda").list_functions()["Functions"]
+    assert not boto("events").list_rules(NamePrefix=APP)["Rules"]
+    assert not boto("ec2").describe_spot_fleet_requests()["SpotFleetRequestConfigs"]
+    # the role is the app's and stays, as prepare's would
+    assert boto("iam").get_role(RoleName=APP + "AutoMonitorRole")
+
+
+def test_start_cluster_waits_for_a_run_of_the_app_that_is_still_ending(project, boto):
+    project("setup")
+    boto("s3").put_object(Bucket=BUCKET, Key=KEY, Body=b'{"MONITOR_FLEET_ID": "sfr-old"}')
+    result = project("startCluster", "files/fleet.json", check=False)
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        "error: A run of %s is still ending: its automatic monitor's state is in s3://%s/%s. "
+        "Run `python run.py monitor` on its monitor file to end it now, then run startCluster "
+        "again." % (APP, BUCKET, KEY))
+    assert not boto("ec2").describe_spot_fleet_requests()["SpotFleetRequestConfigs"]
+    assert not boto("lambda").list_functions()["Functions"]

@@ -191,8 +191,8 @@ def account(iam_world, tmp_path_factory):
         (folder / "config.py").write_text(edit((folder / "config.py").read_text(), role))
         said["check"] = user("check", "files/exampleJob.json", FLEET_FILE).stdout
         said["upload"] = user("upload", "files/exampleData").stdout
-        run_with_the_automatic_monitor(a, user, jobs)
-        run_with_the_laptop_monitor(a, user, world, jobs)
+        run_with_the_automatic_monitor(a, user)
+        run_with_the_laptop_monitor(a, user, world)
         said["remove"] = user("prepare", "--remove").stdout
         yield a
     finally:
@@ -203,7 +203,7 @@ def account(iam_world, tmp_path_factory):
         imds.server_close()
 
 
-def run_with_the_automatic_monitor(a, user, jobs):
+def run_with_the_automatic_monitor(a, user):
     said = a.said
     user("setup")
     user("setup")  # run again, it brings what exists up to date
@@ -212,6 +212,8 @@ def run_with_the_automatic_monitor(a, user, jobs):
         "startCluster", FLEET_FILE).stdout
     config, machines = a.fleet()
     a.boot_machine(config)
+    # what Lambda does as the function first logs: its group, /aws/lambda/<function name>
+    a.world.client("logs").create_log_group(logGroupName="/aws/lambda/%sAutoMonitor" % APP)
     assert '"finished": false' in a.tick()  # jobs queued: a look
     body, release = a.hold_one_job(machines[0])
     a.start_container(machines[0], "container1")
@@ -222,6 +224,7 @@ def run_with_the_automatic_monitor(a, user, jobs):
                120, "every job done but the one held", interval=0.5)
     a.arns = made(a, machines)
     said["scale-in ticks"] = a.tick() + a.tick()
+    assert "Ended idle machine %s" % machines[1] in said["scale-in ticks"], said["scale-in ticks"]
     release()
     wait_until(lambda: a.queue_counts(queue) == (0, 0) and a.queue_counts(dead)[0] == 1,
                120, "every job done but %s, which is in the dead-letter queue" % FAILING_WELL,
@@ -285,15 +288,14 @@ def made(a, machines):
         [x["serviceArn"] for x in ecs.describe_services(
             cluster=s.ECS_CLUSTER, services=[APP + "Service"])["services"]] +
         [fn["FunctionArn"], w.client("events").describe_rule(Name=APP + "AutoMonitorSchedule")[
-            "Arn"],
-         # Lambda's log group for a function is named /aws/lambda/<function name>
-         "arn:aws:logs:%s:%s:log-group:/aws/lambda/%s:*" % (s.AWS_REGION, ACCOUNT,
-                                                            fn["FunctionName"])] +
+            "Arn"]] +
         [x["AlarmArn"] for x in w.client("cloudwatch").describe_alarms(
             AlarmNamePrefix=APP)["MetricAlarms"]] +
         [w.client("cloudwatch").get_dashboard(DashboardName=APP)["DashboardArn"]] +
-        [g["arn"] for g in w.client("logs").describe_log_groups(
-            logGroupNamePrefix=APP)["logGroups"]] +
+        # a log group's ARN, as IAM names it and as DescribeLogGroups gives it (":*")
+        [arn for prefix in (APP, "/aws/lambda/" + fn["FunctionName"])
+         for g in w.client("logs").describe_log_groups(logGroupNamePrefix=prefix)["logGroups"]
+         for arn in (g["arn"], g["arn"][:-2] if g["arn"].endswith(":*") else g["arn"])] +
         [sqs.get_queue_attributes(QueueUrl=sqs.get_queue_url(QueueName=q)["QueueUrl"],
                                   AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
          for q in (s.SQS_QUEUE_NAME, s.dead_letter_queue_name)] +
@@ -305,7 +307,7 @@ def made(a, machines):
          for prefix, kind in kinds.items() if i.startswith(prefix)])
 
 
-def run_with_the_laptop_monitor(a, user, world, jobs):
+def run_with_the_laptop_monitor(a, user, world):
     """First a user without the AUTO_MONITOR permissions tries, then the scientist runs
     with AUTO_MONITOR off and `monitor` ends the run."""
     said = a.said
@@ -334,11 +336,11 @@ def run_with_the_laptop_monitor(a, user, world, jobs):
     a.workers = Workers(a.folder)
     _, release = a.hold_one_job(machines[0])
     a.start_container(machines[0], "container2")
+    start = len(world.decisions())
     monitor = a.workers.start_script(
         [sys.executable, os.path.join(REPO, "run.py"), "monitor", MONITOR_FILE],
         dict(world.env_for(a.key), HOME=str(a.folder / "home")), "monitor2")
-    start = len(world.decisions())
-    monitor.wait_for(r"Ended idle machine", timeout=120)
+    monitor.wait_for(r"Ended idle machine %s" % machines[1], timeout=120)
     release()
     monitor.p.wait(120)
     a.commands.append(("monitor", start, len(world.decisions())))

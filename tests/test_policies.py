@@ -66,7 +66,9 @@ def test_machines_and_fleets_are_acted_on_only_when_tagged_with_this_app(setting
     app = settings.APP_NAME
     worker = policies.worker(settings, ACCOUNT)
     monitor = policies.monitor_function(settings, ACCOUNT)
-    for document, action in [(worker, "ec2:CreateTags"), (worker, "ec2:TerminateInstances"),
+    instances = [st for st in worker["Statement"] if "instance/" in str(st["Resource"])]
+    for document, action in [({"Statement": instances}, "ec2:CreateTags"),
+                             (worker, "ec2:TerminateInstances"),
                              (monitor, "ec2:TerminateInstances"),
                              (monitor, "ec2:ModifySpotFleetRequest"),
                              (monitor, "ec2:CancelSpotFleetRequests")]:
@@ -75,7 +77,7 @@ def test_machines_and_fleets_are_acted_on_only_when_tagged_with_this_app(setting
         for s in found:
             assert s["Resource"] != "*", (action, s)
             tags = {k: v for cond in s["Condition"].values() for k, v in cond.items()
-                    if "Tag/" in k}
+                    if k.endswith("ResourceTag/APP_NAME")}  # the resource's own tag
             assert tags and set(tags.values()) == {app}, (action, s)
     # the volume statement lets the worker set our two tags on disks, nothing else
     volume, = [s for s in _statements_with(worker, "ec2:CreateTags") if "volume/" in s["Resource"]]

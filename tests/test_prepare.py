@@ -293,3 +293,16 @@ def test_bucket_in_another_region_is_one_line(user, boto):
         "'eu-west-1' or choose another AWS_BUCKET in config.py." % BUCKET)
     assert "ExampleProjectMachineRole" not in [
         r["RoleName"] for r in boto("iam").list_roles()["Roles"]]  # nothing made
+
+
+def test_remove_waits_for_a_run_whose_automatic_monitor_is_still_ending(user, boto):
+    user("prepare")
+    before = snapshot(boto)
+    boto("s3").put_object(Bucket=BUCKET, Key="monitors/ExampleProject.json", Body=b"{}")
+    refused = user("prepare", "--remove", ok=False)
+    assert refused.returncode == 1
+    assert refused.stderr.strip() == (
+        "error: Not removing anything: the automatic monitor of a run that is still ending "
+        "still uses what prepare made; run `python run.py monitor` to end the run (or cancel "
+        "it), then try again.")
+    assert snapshot(boto) == before

@@ -16,8 +16,7 @@ from ds.core.errors import UserError
 from ds.core.jsonfile import read_json
 from ds.core.settings import placeholders
 from ds.commands import prepare
-from ds.monitor.auto import function
-from ds.resources import fleet, jobs, network, policies
+from ds.resources import automonitor, fleet, jobs, network, policies
 from ds.resources.roles import iam_get
 
 # Spot vCPU quota of the standard families (A, C, D, H, I, M, R, T, Z).
@@ -355,10 +354,11 @@ def task_role(report, iam, settings):
     role(report, iam, settings.TASK_ROLE_ARN, policies.WORKER_SERVICE, "TASK_ROLE_ARN")
 
 
-def principal(arn):
-    """The IAM entity behind a caller's ARN: an assumed role's session is its role."""
-    found = re.match(r"^arn:([^:]+):sts::(\d+):assumed-role/([^/]+)/", arn)
-    return "arn:%s:iam::%s:role/%s" % found.groups() if found else arn
+def principal(iam, arn):
+    """The IAM entity behind a caller's ARN: an assumed role's session is its role,
+    whose ARN may hold a path (SSO's roles do)."""
+    found = re.match(r"^arn:[^:]+:sts::\d+:assumed-role/([^/]+)/", arn)
+    return iam.get_role(RoleName=found.group(1))["Role"]["Arn"] if found else arn
 
 
 def monitor_rights(report, aws, settings):
@@ -371,16 +371,17 @@ def monitor_rights(report, aws, settings):
     who = aws.client("sts").get_caller_identity()
     account, app, region = who["Account"], settings.APP_NAME, settings.AWS_REGION
     asks = {
-        "arn:aws:iam::%s:role/%s" % (account, function.role_name(app)): ["iam:PassRole"],
-        "arn:aws:lambda:%s:%s:function:%s" % (region, account, function.function_name(app)):
+        "arn:aws:iam::%s:role/%s" % (account, automonitor.role_name(app)): ["iam:PassRole"],
+        "arn:aws:lambda:%s:%s:function:%s" % (region, account, automonitor.function_name(app)):
             ["lambda:CreateFunction", "lambda:GetPolicy", "lambda:AddPermission"],
-        "arn:aws:events:%s:%s:rule/%s" % (region, account, function.rule_name(app)):
+        "arn:aws:events:%s:%s:rule/%s" % (region, account, automonitor.rule_name(app)):
             ["events:PutRule", "events:PutTargets"]}
     iam = aws.client("iam")
+    source = principal(iam, who["Arn"])
     refused = []
     for resource, actions in asks.items():
         results = iam.simulate_principal_policy(
-            PolicySourceArn=principal(who["Arn"]), ActionNames=actions,
+            PolicySourceArn=source, ActionNames=actions,
             ResourceArns=[resource])["EvaluationResults"]
         refused += [r["EvalActionName"] for r in results if r["EvalDecision"] != "allowed"]
     if refused:

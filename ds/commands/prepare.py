@@ -13,8 +13,8 @@ from ds.core.aws import error_code, explain, is_gone
 from ds.core.errors import UserError
 from ds.core.jsonfile import read_json, write_json
 from ds.core.settings import placeholders
-from ds.monitor.auto import function
-from ds.resources import network, policies, roles
+from ds.monitor.auto import state
+from ds.resources import automonitor, network, policies, roles
 from ds.resources.roles import ensure_role, iam_get
 
 AMI_PARAMETER = "/aws/service/ecs/optimized-ami/amazon-linux-2023/recommended/image_id"
@@ -25,7 +25,7 @@ LIVE_INSTANCE_STATES = ["pending", "running", "stopping", "stopped", "shutting-d
 def role_names(settings):
     app = settings.APP_NAME
     return {"machine": app + "MachineRole", "fleet": app + "SpotFleetRole",
-            "worker": app + "WorkerRole", "monitor": function.role_name(app)}
+            "worker": app + "WorkerRole", "monitor": automonitor.role_name(app)}
 
 
 def fleet_file_path(settings):
@@ -335,6 +335,8 @@ def remove(aws, settings, say=print):
         fleet_role = iam_get(iam.get_role, RoleName=names["fleet"])
         users = _in_use(ec2, group and group["GroupId"], profile and profile["Arn"],
                         fleet_role and fleet_role["Role"]["Arn"])
+        if state.load(s3, settings.AWS_BUCKET, state.key_for(settings.APP_NAME)) is not None:
+            users.append("the automatic monitor of a run that is still ending")
     if users:
         raise UserError("Not removing anything: %s still use%s what prepare made; run "
                         "`python run.py monitor` to end the run (or cancel it), then try again."

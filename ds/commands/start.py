@@ -49,15 +49,19 @@ def preflight(aws, settings, config, path):
 
 def _request(aws, settings, ec2, config, path):
     """The fleet, with the automatic monitor in place first: no machine ever runs
-    without something that will end it. A monitor whose fleet AWS refused is
-    removed again."""
-    if settings.AUTO_MONITOR:
-        install.install(aws, settings)
-    try:
+    without something that will end it. What this start installed is removed again
+    when AWS refuses the rest (not on Ctrl-C: the fleet may exist by then)."""
+    if not settings.AUTO_MONITOR:
         return fleet.request(ec2, config, path, settings.path)
-    except BaseException:
-        if settings.AUTO_MONITOR:
+    install.refuse_while_a_run_ends(aws.client("s3"), settings)
+    try:
+        install.install(aws, settings)
+        return fleet.request(ec2, config, path, settings.path)
+    except UserError:
+        try:
             function.remove(aws, settings.APP_NAME)
+        except UserError:
+            pass  # the refusal is what the user must read; a leftover function ticks idly
         raise
 
 
@@ -88,12 +92,16 @@ def start_cluster(aws, settings, path, timeout=STARTUP_TIMEOUT, monitor_path=Non
     if unfinished:
         fleet_id = unfinished
         print("Finishing the start of spot fleet %s." % fleet_id)
+        if settings.AUTO_MONITOR:  # brought up to date in place, or made if it was cut short
+            install.install(aws, settings)
     else:
         fleet_id = _request(aws, settings, ec2, config, path)
         runfile.create(settings, fleet_id, monitor_path)
         print("Requested %d machine%s (%s) as spot fleet %s." % (
             settings.CLUSTER_MACHINES, "" if settings.CLUSTER_MACHINES == 1 else "s",
             ", ".join(settings.MACHINE_TYPE), fleet_id))
+    if settings.AUTO_MONITOR:  # at once: the machines are billed from now on
+        install.start(aws, settings, monitor_path)
     logs.ensure_groups(aws.client("logs"), settings)
     tasks = settings.CLUSTER_MACHINES * settings.TASKS_PER_MACHINE
     cluster.set_desired_count(ecs, settings, tasks)
@@ -105,8 +113,6 @@ def start_cluster(aws, settings, path, timeout=STARTUP_TIMEOUT, monitor_path=Non
             print("Dashboard %s is in the CloudWatch console." % settings.APP_NAME)
     # From here on a rerun must not touch this fleet.
     runfile.update(monitor_path, MONITOR_STARTUP_DONE=True)
-    if settings.AUTO_MONITOR:
-        install.start(aws, settings, monitor_path)
     running = fleet.wait_for_machines(ec2, fleet_id, settings.CLUSTER_MACHINES, started, timeout,
                                       quiet_history=local)
     if local:

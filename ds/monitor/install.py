@@ -19,9 +19,10 @@ import botocore.exceptions
 from ds import REPO as ROOT
 from ds.core import runfile, wait
 from ds.core.aws import error_code, explain
+from ds.core.errors import UserError
 from ds.core.settings import KNOBS
-from ds.monitor.auto import function, state
-from ds.resources import policies, roles
+from ds.monitor.auto import state
+from ds.resources import automonitor, policies, roles
 
 RUNTIME = "python3.12"
 HANDLER = "ds.monitor.auto.tick.handler"
@@ -96,16 +97,16 @@ def package():
 def ensure_role(aws, settings, account):
     """The function's role: prepare's if it made one, else made here. Kept after
     the run (a role cannot delete itself); `prepare --remove` deletes it."""
-    name = function.role_name(settings.APP_NAME)
+    name = automonitor.role_name(settings.APP_NAME)
     with explain("set up IAM role %s for the automatic monitor" % name, NEEDS):
         return roles.ensure_role(
             aws.client("iam"), settings, name, policies.MONITOR_SERVICE,
             inline={"tick": policies.monitor_function(settings, account)},
-            say=lambda line: line.startswith("Found") or print(line))
+            say=lambda line: line.startswith("Found") or print(line), hint=NEEDS)
 
 
 def ensure_function(lam, settings, role_arn, code):
-    name = function.function_name(settings.APP_NAME)
+    name = automonitor.function_name(settings.APP_NAME)
 
     def create():
         try:
@@ -128,7 +129,7 @@ def ensure_function(lam, settings, role_arn, code):
             raise
 
     with explain("create Lambda function %s" % name, NEEDS):
-        return wait.until(create, "IAM role %s to reach Lambda" % function.role_name(settings.APP_NAME),
+        return wait.until(create, "IAM role %s to reach Lambda" % automonitor.role_name(settings.APP_NAME),
                           timeout=120)
 
 
@@ -146,7 +147,7 @@ def install(aws, settings):
     role_arn = ensure_role(aws, settings, account)
     lam, events = aws.client("lambda"), aws.client("events")
     fn_arn = ensure_function(lam, settings, role_arn, package())
-    rule = function.rule_name(app)
+    rule = automonitor.rule_name(app)
     with explain("create the schedule %s" % rule, NEEDS):
         rule_arn = events.put_rule(Name=rule, ScheduleExpression="rate(%d minutes)" % RATE_MINUTES,
                                    State="ENABLED",
@@ -154,9 +155,9 @@ def install(aws, settings):
             "RuleArn"]
         events.put_targets(Rule=rule, Targets=[{"Id": "tick", "Arn": fn_arn, "Input": json.dumps(
             {"bucket": settings.AWS_BUCKET, "key": state.key_for(app)})}])
-    with explain("let the schedule %s call function %s" % (rule, function.function_name(app)), NEEDS):
-        if rule not in _statement_ids(lam, function.function_name(app)):  # startCluster run again
-            lam.add_permission(FunctionName=function.function_name(app), StatementId=rule,
+    with explain("let the schedule %s call function %s" % (rule, automonitor.function_name(app)), NEEDS):
+        if rule not in _statement_ids(lam, automonitor.function_name(app)):  # startCluster run again
+            lam.add_permission(FunctionName=automonitor.function_name(app), StatementId=rule,
                                Action="lambda:InvokeFunction",
                                Principal="events.amazonaws.com", SourceArn=rule_arn)
 
@@ -177,15 +178,28 @@ def run_state(settings, info):
     return dict(info, MONITOR_SETTINGS=knobs, MONITOR_TEARDOWN=None)
 
 
+def refuse_while_a_run_ends(s3, settings):
+    """A run of this app whose automatic monitor has not finished keeps its state at
+    monitors/APP_NAME.json: a new run would take over its function and state."""
+    key = state.key_for(settings.APP_NAME)
+    with explain("look for s3://%s/%s" % (settings.AWS_BUCKET, key)):
+        found = state.load(s3, settings.AWS_BUCKET, key)
+    if found is not None:
+        raise UserError("A run of %s is still ending: its automatic monitor's state is in "
+                        "s3://%s/%s. Run `python run.py monitor` on its monitor file to end "
+                        "it now, then run startCluster again." % (
+                            settings.APP_NAME, settings.AWS_BUCKET, key))
+
+
 def start(aws, settings, monitor_path):
-    """startCluster with AUTO_MONITOR, once the fleet is requested (install() came
-    before): the monitor file to the bucket, where the ticks read it; the laptop's
-    file learns where that is."""
+    """startCluster with AUTO_MONITOR, right after the fleet is requested (install()
+    came before): the monitor file to the bucket, where the ticks read it; the
+    laptop's file learns where that is."""
     info = runfile.read(monitor_path)
     key = state.key_for(settings.APP_NAME)
     state.upload(aws.client("s3"), settings.AWS_BUCKET, key, run_state(settings, info))
     runfile.update(monitor_path, MONITOR_AUTO_KEY=key)
     print("The run monitors itself: schedule %s calls function %s (%s, package %.1f kB) "
           "every %d minutes, and it removes everything once the queue is empty."
-          % (function.rule_name(settings.APP_NAME), function.function_name(settings.APP_NAME),
+          % (automonitor.rule_name(settings.APP_NAME), automonitor.function_name(settings.APP_NAME),
              RUNTIME, len(package()) / 1024.0, RATE_MINUTES))

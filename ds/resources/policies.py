@@ -145,7 +145,8 @@ def monitor_function(settings, account):
         # The function's own log lines, which Lambda writes with the function's role.
         {"Effect": "Allow", "Action": ["logs:CreateLogGroup", "logs:CreateLogStream",
                                        "logs:PutLogEvents"],
-         "Resource": a("logs", "log-group:/aws/lambda/%s:*" % fn)},
+         "Resource": [a("logs", "log-group:/aws/lambda/%s" % fn),
+                      a("logs", "log-group:/aws/lambda/%s:*" % fn)]},
         {"Effect": "Allow", "Action": ["events:RemoveTargets", "events:DeleteRule"],
          "Resource": a("events", "rule/%s" % automonitor.rule_name(app))},
         {"Effect": "Allow", "Action": ["lambda:DeleteFunction", "lambda:RemovePermission"],
@@ -186,6 +187,12 @@ def user_run(settings, account):
             "cloudwatch:PutDashboard", "cloudwatch:ListDashboards",
             "cloudwatch:DeleteDashboards", "cloudwatch:DescribeAlarms",
             "cloudwatch:DeleteAlarms"]},
+        # AWS's Spot Fleet permissions for who requests a fleet: its linked roles are
+        # made as the account's first fleet is requested.
+        {"Effect": "Allow", "Action": "ec2:RunInstances", "Resource": "*"},
+        {"Effect": "Allow", "Action": "iam:CreateServiceLinkedRole", "Resource": "*",
+         "Condition": {"StringEquals": {"iam:AWSServiceName": [
+             "spotfleet.amazonaws.com", "spot.amazonaws.com"]}}},
         # The fleet tags its request with APP_NAME as it is made (fleet.build_request).
         {"Effect": "Allow", "Action": "ec2:CreateTags",
          "Resource": _arn("ec2", settings, account, "spot-fleet-request/*"),
@@ -265,6 +272,10 @@ NOT_SEEN_IN_TESTS = {
     ("user_run", "iam:PassRole"): "AWS checks it when a role is handed to a service (the "
                                   "fleet, ECS, Lambda); the emulator does not.",
     ("user_run", "ec2:CreateTags"): _TAG_ON_CREATE,
+    ("user_run", "ec2:RunInstances"): "AWS's Spot Fleet permissions ask it of who requests a "
+                                      "fleet; the emulator does not check it.",
+    ("user_run", "iam:CreateServiceLinkedRole"): "AWS makes the spot services' linked roles "
+                                                 "as an account's first fleet is requested.",
     ("user_run", "ecs:TagResource"): _TAG_ON_CREATE,
     ("user_run", "logs:TagResource"): _TAG_ON_CREATE,
     ("user_auto_monitor", "iam:TagRole"): _TAG_ON_CREATE,

@@ -31,11 +31,12 @@ def iam_get(call, **kwargs):
         raise
 
 
-def ensure_role(iam, settings, name, service, managed=(), inline=None, say=print):
-    """Find or create a role trusting `service`; ours get their policies kept current."""
+def ensure_role(iam, settings, name, service, managed=(), inline=None, say=print, hint=""):
+    """Find or create a role trusting `service`; ours get their policies kept current.
+    `hint` ends the line of a refusal."""
     found = iam_get(iam.get_role, RoleName=name)
     if found is None:
-        with explain("create role %s" % name):
+        with explain("create role %s" % name, hint):
             arn = iam.create_role(RoleName=name, Tags=tags(settings),
                                   AssumeRolePolicyDocument=json.dumps(policies.trust(service)),
                                   Description="Distributed-Something %s" % settings.APP_NAME
@@ -51,13 +52,13 @@ def ensure_role(iam, settings, name, service, managed=(), inline=None, say=print
         RoleName=name)["AttachedPolicies"]}
     for policy in managed:
         if policy not in attached:
-            with explain("attach %s to role %s" % (policy, name)):
+            with explain("attach %s to role %s" % (policy, name), hint):
                 iam.attach_role_policy(RoleName=name, PolicyArn=policy)
             say("Attached %s to role %s." % (policy.rsplit("/", 1)[-1], name))
     for policy_name, document in (inline or {}).items():
         current = iam_get(iam.get_role_policy, RoleName=name, PolicyName=policy_name)
         if current is None or policies.as_dict(current["PolicyDocument"]) != document:
-            with explain("set policy %s of role %s" % (policy_name, name)):
+            with explain("set policy %s of role %s" % (policy_name, name), hint):
                 iam.put_role_policy(RoleName=name, PolicyName=policy_name,
                                     PolicyDocument=json.dumps(document))
             say("%s policy %s of role %s." % ("Set" if current is None else "Updated",

@@ -1,7 +1,7 @@
 """The removal of the automatic monitor's function and schedule by the run's last
 tick (their names: resources/automonitor.py)."""
 from ds.core.aws import explain, unless_gone
-from ds.resources.automonitor import function_name, role_name, rule_name  # noqa: F401 (callers' names)
+from ds.resources.automonitor import function_name, rule_name
 
 
 def remove(aws, app_name):

@@ -77,7 +77,8 @@ def tick(aws, bucket, key, show=print, summary=None):
 
 
 def _end(aws, s3, bucket, key, app_name):
-    """The schedule, the function, its role, and last the run's file in the bucket."""
+    """The schedule, the function, and last the run's file in the bucket (the role
+    stays for the app's next run)."""
     function.remove(aws, app_name)
     with explain("delete s3://%s/%s" % (bucket, key)):
         s3.delete_object(Bucket=bucket, Key=key)
