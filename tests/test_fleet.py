@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from conftest import REGION, emulator_env, real_fleet, run_py, write_json
+from conftest import REGION, emulator_env, real_fleet, reset, run_py, write_json
 from test_steps import DS_CONFIG, FLEET
 
 from ds.resources import fleet
@@ -132,6 +132,7 @@ def history_server(tmp_path, monkeypatch):
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     url = "http://127.0.0.1:%d" % server.get_host_and_port()[1]
+    reset(url)  # in-process emulators share their state: start from an empty account
     home = tmp_path / "home"
     home.mkdir()
     env = emulator_env(url, str(home))
