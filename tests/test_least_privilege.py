@@ -14,6 +14,7 @@ and ends by `monitor` on the laptop. Every call the emulator checked is written
 down; the tests below read that record.
 """
 import base64
+import contextlib
 import json
 import os
 import re
@@ -111,10 +112,7 @@ class Account:
         arn = ecs.list_task_definitions(familyPrefix=APP + "Task")["taskDefinitionArns"][-1]
         container = ecs.describe_task_definition(taskDefinition=arn)["taskDefinition"][
             "containerDefinitions"][0]
-        role = self.world.assume(APP + "WorkerRole")
-        endpoint = role_endpoint(role)
-        url = endpoint.__enter__()
-        self.endpoints.append(endpoint)
+        url = self.stack.enter_context(role_endpoint(self.world.assume(APP + "WorkerRole")))
         env = {k: v for k, v in self.world.base_env.items()
                if k not in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")}
         env.update({e["name"]: e["value"] for e in container["environment"]})
@@ -174,7 +172,7 @@ def account(iam_world, tmp_path_factory):
     aws_like_default_vpc(world.client)
     a = Account(world, folder)
     a.jobs = jobs
-    a.endpoints = []
+    a.stack = contextlib.ExitStack()  # the task-role endpoints
     imds = http.server.ThreadingHTTPServer(("127.0.0.1", 0), FakeIMDS)
     threading.Thread(target=imds.serve_forever, daemon=True).start()
     a.imds = "http://127.0.0.1:%d" % imds.server_address[1]
@@ -197,8 +195,7 @@ def account(iam_world, tmp_path_factory):
         yield a
     finally:
         a.workers.close()
-        for endpoint in a.endpoints:
-            endpoint.__exit__(None, None, None)
+        a.stack.close()
         imds.shutdown()
         imds.server_close()
 

@@ -105,3 +105,17 @@ def test_every_reason_to_keep_an_action_names_an_action_of_that_policy(settings)
     documents = written(settings)
     for (name, action), why in policies.NOT_SEEN_IN_TESTS.items():
         assert why and _statements_with(documents[name], action), (name, action)
+
+
+def test_an_assumed_roles_principal_keeps_the_roles_path(boto):
+    """IAM's policy simulator needs the role's own ARN; an SSO role's holds a path."""
+    from ds.commands.check import principal
+    iam = boto("iam")
+    arn = iam.create_role(
+        RoleName="AWSReservedSSO_Scientist_0123", Path="/aws-reserved/sso.amazonaws.com/",
+        AssumeRolePolicyDocument=json.dumps(policies.trust("sso.amazonaws.com")))["Role"]["Arn"]
+    assert "/aws-reserved/sso.amazonaws.com/" in arn
+    assert principal(iam, "arn:aws:sts::%s:assumed-role/AWSReservedSSO_Scientist_0123/jane"
+                     % ACCOUNT) == arn
+    user = "arn:aws:iam::%s:user/jane" % ACCOUNT
+    assert principal(iam, user) == user

@@ -16,7 +16,7 @@ from ds.core.errors import UserError
 from ds.core.jsonfile import read_json
 from ds.core.settings import placeholders
 from ds.commands import prepare
-from ds.resources import automonitor, fleet, jobs, network, policies
+from ds.resources import fleet, jobs, network, policies
 from ds.resources.roles import iam_get
 
 # Spot vCPU quota of the standard families (A, C, D, H, I, M, R, T, Z).
@@ -369,13 +369,11 @@ def monitor_rights(report, aws, settings):
     if not settings.AUTO_MONITOR:
         return
     who = aws.client("sts").get_caller_identity()
-    account, app, region = who["Account"], settings.APP_NAME, settings.AWS_REGION
-    asks = {
-        "arn:aws:iam::%s:role/%s" % (account, automonitor.role_name(app)): ["iam:PassRole"],
-        "arn:aws:lambda:%s:%s:function:%s" % (region, account, automonitor.function_name(app)):
-            ["lambda:CreateFunction", "lambda:GetPolicy", "lambda:AddPermission"],
-        "arn:aws:events:%s:%s:rule/%s" % (region, account, automonitor.rule_name(app)):
-            ["events:PutRule", "events:PutTargets"]}
+    arns = policies.monitor_arns(settings, who["Account"])
+    asks = {arns["role"]: ["iam:PassRole"],
+            arns["function"]: ["lambda:CreateFunction", "lambda:GetPolicy",
+                               "lambda:AddPermission"],
+            arns["rule"]: ["events:PutRule", "events:PutTargets"]}
     iam = aws.client("iam")
     source = principal(iam, who["Arn"])
     refused = []

@@ -9,6 +9,7 @@ the role: a role cannot delete itself. Every call here is idempotent:
 startCluster run again updates what exists.
 """
 import ast
+import functools
 import io
 import json
 import os
@@ -81,8 +82,10 @@ def sources():
     return sorted(found)
 
 
+@functools.lru_cache(maxsize=1)
 def package():
-    """The deployment package: a zip built in memory from sources()."""
+    """The deployment package: a zip built in memory from sources(), once per process
+    (install() sends it, start() prints its size)."""
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
         for path in sources():

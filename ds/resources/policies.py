@@ -204,25 +204,33 @@ def user_run(settings, account):
     ]}
 
 
+def monitor_arns(settings, account):
+    """The ARNs of the automatic monitor's role, function and schedule."""
+    app = settings.APP_NAME
+    return {"role": "arn:aws:iam::%s:role/%s" % (account, automonitor.role_name(app)),
+            "function": _arn("lambda", settings, account,
+                             "function:%s" % automonitor.function_name(app)),
+            "rule": _arn("events", settings, account, "rule/%s" % automonitor.rule_name(app))}
+
+
 def user_auto_monitor(settings, account):
     """What startCluster adds with AUTO_MONITOR: the function, its schedule, and the
     function's role if prepare did not make it (monitor/install.py)."""
-    app = settings.APP_NAME
-    fn = automonitor.function_name(app)
+    arns = monitor_arns(settings, account)
     return {"Version": "2012-10-17", "Statement": [
         {"Effect": "Allow", "Action": [
             "iam:CreateRole", "iam:TagRole", "iam:ListRoleTags",
             "iam:ListAttachedRolePolicies", "iam:GetRolePolicy", "iam:PutRolePolicy"],
-         "Resource": "arn:aws:iam::%s:role/%s" % (account, automonitor.role_name(app))},
+         "Resource": arns["role"]},
         {"Effect": "Allow", "Action": [
             "lambda:CreateFunction", "lambda:GetFunctionConfiguration",
             "lambda:UpdateFunctionCode", "lambda:UpdateFunctionConfiguration",
             "lambda:GetPolicy", "lambda:AddPermission", "lambda:TagResource",
             "lambda:RemovePermission", "lambda:DeleteFunction"],
-         "Resource": _arn("lambda", settings, account, "function:%s" % fn)},
+         "Resource": arns["function"]},
         {"Effect": "Allow", "Action": ["events:PutRule", "events:PutTargets",
                                        "events:RemoveTargets", "events:DeleteRule"],
-         "Resource": _arn("events", settings, account, "rule/%s" % automonitor.rule_name(app))},
+         "Resource": arns["rule"]},
     ]}
 
 
@@ -256,44 +264,38 @@ def user_prepare(settings, account):
 # The actions above that the least-privilege test's runs never need
 # (tests/test_least_privilege.py), and why each stays. The test fails when this
 # list and what its runs need disagree.
-_TAG_ON_CREATE = ("AWS checks it when a resource is tagged as it is made; the emulator "
-                  "does not.")
-_MONITOR_REMOVED = ("startCluster removes the monitor it installed when AWS then refuses "
-                    "the fleet; the emulator refuses no fleet.")
-_MONITOR_UPDATED = ("startCluster run again after a start cut short updates the function "
-                    "in place.")
-_LAMBDA_LOGS = "Lambda writes the function's log lines with this role; no test runs Lambda."
-NOT_SEEN_IN_TESTS = {
-    ("worker", "ec2:TerminateInstances"): "the idle alarm's terminate action acts only if "
-                                          "the alarm's creator may terminate the machine.",
-    ("monitor_function", "logs:CreateLogGroup"): _LAMBDA_LOGS,
-    ("monitor_function", "logs:CreateLogStream"): _LAMBDA_LOGS,
-    ("monitor_function", "logs:PutLogEvents"): _LAMBDA_LOGS,
-    ("user_run", "iam:PassRole"): "AWS checks it when a role is handed to a service (the "
-                                  "fleet, ECS, Lambda); the emulator does not.",
-    ("user_run", "ec2:CreateTags"): _TAG_ON_CREATE,
-    ("user_run", "ec2:RunInstances"): "AWS's Spot Fleet permissions ask it of who requests a "
-                                      "fleet; the emulator does not check it.",
-    ("user_run", "iam:CreateServiceLinkedRole"): "AWS makes the spot services' linked roles "
-                                                 "as an account's first fleet is requested.",
-    ("user_run", "ecs:TagResource"): _TAG_ON_CREATE,
-    ("user_run", "logs:TagResource"): _TAG_ON_CREATE,
-    ("user_auto_monitor", "iam:TagRole"): _TAG_ON_CREATE,
-    ("user_auto_monitor", "lambda:TagResource"): _TAG_ON_CREATE,
-    ("user_auto_monitor", "iam:CreateRole"): "startCluster makes the function's role when "
-                                             "prepare did not; the tests' account is prepared.",
-    ("user_auto_monitor", "iam:PutRolePolicy"): "startCluster brings the role's policy up to "
-                                                "date when config.py changed since prepare.",
-    ("user_auto_monitor", "lambda:GetFunctionConfiguration"): _MONITOR_UPDATED,
-    ("user_auto_monitor", "lambda:UpdateFunctionCode"): _MONITOR_UPDATED,
-    ("user_auto_monitor", "lambda:UpdateFunctionConfiguration"): _MONITOR_UPDATED,
-    ("user_auto_monitor", "lambda:RemovePermission"): _MONITOR_REMOVED,
-    ("user_auto_monitor", "lambda:DeleteFunction"): _MONITOR_REMOVED,
-    ("user_auto_monitor", "events:RemoveTargets"): _MONITOR_REMOVED,
-    ("user_auto_monitor", "events:DeleteRule"): _MONITOR_REMOVED,
-    ("user_prepare", "iam:TagRole"): _TAG_ON_CREATE,
-    ("user_prepare", "iam:TagInstanceProfile"): _TAG_ON_CREATE,
-    ("user_prepare", "ec2:CreateTags"): _TAG_ON_CREATE,
-    ("user_prepare", "s3:DeleteBucket"): "prepare --remove deletes the bucket only when it is "
-                                         "empty; the tests' bucket keeps the results.",
+_WHY_NOT_SEEN = {
+    "AWS checks it when a resource is tagged as it is made; the emulator does not.": [
+        ("user_run", "ec2:CreateTags"), ("user_run", "ecs:TagResource"),
+        ("user_run", "logs:TagResource"), ("user_auto_monitor", "iam:TagRole"),
+        ("user_auto_monitor", "lambda:TagResource"), ("user_prepare", "iam:TagRole"),
+        ("user_prepare", "iam:TagInstanceProfile"), ("user_prepare", "ec2:CreateTags")],
+    "startCluster removes the monitor it installed when AWS then refuses the fleet; the "
+    "emulator refuses no fleet.": [
+        ("user_auto_monitor", "lambda:RemovePermission"),
+        ("user_auto_monitor", "lambda:DeleteFunction"),
+        ("user_auto_monitor", "events:RemoveTargets"),
+        ("user_auto_monitor", "events:DeleteRule")],
+    "startCluster run again after a start cut short updates the function in place.": [
+        ("user_auto_monitor", "lambda:GetFunctionConfiguration"),
+        ("user_auto_monitor", "lambda:UpdateFunctionCode"),
+        ("user_auto_monitor", "lambda:UpdateFunctionConfiguration")],
+    "Lambda writes the function's log lines with this role; no test runs Lambda.": [
+        ("monitor_function", "logs:CreateLogGroup"), ("monitor_function", "logs:CreateLogStream"),
+        ("monitor_function", "logs:PutLogEvents")],
+    "the idle alarm's terminate action acts only if the alarm's creator may terminate the "
+    "machine.": [("worker", "ec2:TerminateInstances")],
+    "AWS checks it when a role is handed to a service (the fleet, ECS, Lambda); the emulator "
+    "does not.": [("user_run", "iam:PassRole")],
+    "AWS's Spot Fleet permissions ask it of who requests a fleet; the emulator does not check "
+    "it.": [("user_run", "ec2:RunInstances")],
+    "AWS makes the spot services' linked roles as an account's first fleet is requested.": [
+        ("user_run", "iam:CreateServiceLinkedRole")],
+    "startCluster makes the function's role when prepare did not; the tests' account is "
+    "prepared.": [("user_auto_monitor", "iam:CreateRole")],
+    "startCluster brings the role's policy up to date when config.py changed since prepare.": [
+        ("user_auto_monitor", "iam:PutRolePolicy")],
+    "prepare --remove deletes the bucket only when it is empty; the tests' bucket keeps the "
+    "results.": [("user_prepare", "s3:DeleteBucket")],
 }
+NOT_SEEN_IN_TESTS = {key: why for why, keys in _WHY_NOT_SEEN.items() for key in keys}
