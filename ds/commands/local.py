@@ -26,6 +26,7 @@ import time
 from ds import REPO, WORKER_DIR
 from ds.core.aws import Session
 from ds.core.errors import UserError
+from ds.commands import awslogs
 from ds.commands.setup import setup
 from ds.commands.start import start_cluster
 from ds.commands.submit import submit_job
@@ -81,9 +82,11 @@ class Emulator:
 class Launcher(threading.Thread):
     """Stands in for ECS: keeps the service's desired count of workers running."""
 
-    def __init__(self, ecs, ec2, settings, workdir, docker=None, jobs_waiting=lambda: True):
+    def __init__(self, ecs, ec2, settings, workdir, docker=None, jobs_waiting=lambda: True,
+                 logs=None):
         super().__init__(daemon=True)
         self.ecs, self.ec2, self.s, self.workdir, self.docker = ecs, ec2, settings, workdir, docker
+        self.logs = logs           # where the tasks' output goes, as the awslogs driver sends it
         self.fleet_id = None       # set once startCluster has requested the fleet
         # A DS-family worker exits when the queue is empty, and ECS starts it again:
         # a quick exit is a crash only while jobs wait for it.
@@ -124,7 +127,7 @@ class Launcher(threading.Thread):
     def start_task(self, container, machine):
         self.started += 1
         name = "task%d" % self.started
-        log = open(os.path.join(self.workdir, name + ".log"), "wb")
+        log = awslogs.ContainerLog(self.logs, container, os.path.join(self.workdir, name + ".log"))
         env = self.task_env(container)
         env["INSTANCE_ID"] = machine
         if self.docker:
@@ -141,8 +144,9 @@ class Launcher(threading.Thread):
             # run-worker.sh calls python3 (or WORKER_PYTHON): make that this interpreter.
             env["WORKER_PYTHON"] = sys.executable
             cmd = ["bash", os.path.join(WORKER_DIR, "run-worker.sh")]
-        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT,
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, start_new_session=True)
+        log.follow(proc.stdout)
         proc.log = log
         proc.name = name
         proc.machine = machine
@@ -300,7 +304,8 @@ def run(settings, args):
             aws = Session(s)
             sqs = aws.client("sqs")  # made here: creating clients is not thread-safe
             launcher = Launcher(aws.client("ecs"), aws.client("ec2"), s, workdir, docker,
-                                jobs_waiting=lambda: _jobs_waiting(sqs, s))
+                                jobs_waiting=lambda: _jobs_waiting(sqs, s),
+                                logs=aws.client("logs"))
             try:
                 return _run(aws, s, args, bodies, launcher, workdir, began)
             finally:

@@ -5,6 +5,11 @@ try, a START line (attempt = SQS's receive count, the worker) and an END line
 (outcome, exit code, durations). The local summary, `status`, `failures` and
 the run report all read the tries from here.
 
+The worker prints the same lines to its stdout, which ECS's awslogs driver
+copies into the same log group, one stream per container
+(APP_NAME/APP_NAME/<task id>). Job names never hold a "/" and those streams
+always do, so the copies are skipped here: each try is counted once.
+
 Whether a job is *done* never comes from here: a try killed outright leaves
 no END line, and a lost line must not turn a done job into a failed one.
 Done comes from durable facts (the queues, the done records).
@@ -110,11 +115,18 @@ def _on_end(job, end, when):
         t.start_ms = min(t.start_ms, when - int(t.duration * 1000))
 
 
+def container_stream(name):
+    """Whether log stream `name` is a container's (the awslogs copy), not a job's."""
+    return "/" in name
+
+
 def parse(events):
     """{job name: JobLog} from CloudWatch events (logStreamName, timestamp, message)."""
     jobs = {}
     ordered = sorted(events, key=lambda e: e["timestamp"])  # stable: keeps same-ms order
     for event in ordered:
+        if container_stream(event["logStreamName"]):
+            continue
         job = jobs.get(event["logStreamName"])
         if job is None:
             job = jobs[event["logStreamName"]] = JobLog(event["logStreamName"])
