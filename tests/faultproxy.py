@@ -6,6 +6,8 @@ effect), and a share `lose` of the answers is replaced by a 500 after the
 call took effect (the client retries something that already happened).
 `deny(method, path)`, when given, names requests refused with AccessDenied,
 as AWS refuses a call a policy does not allow (the emulator enforces none).
+`calls` lists (method, path, JSON-protocol action or "") of every request in
+the order they came, for tests of the order a client calls AWS in.
 Point AWS_ENDPOINT_URL at `proxy.url`. The emulator's own /moto-api/ is
 never faulted. Used by tests/test_storm.py and benchmarks/bench_storm.py.
 """
@@ -28,6 +30,7 @@ class FaultProxy(object):
         self.rng = random.Random(seed)
         self.lock = threading.Lock()
         self.counts = {"calls": 0, "failed": 0, "lost": 0, "records": 0}
+        self.calls = []
         proxy = self
 
         class Handler(_Handler):
@@ -99,6 +102,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def _handle(self):
         body = self._body()
+        with self.owner.lock:
+            self.owner.calls.append((self.command, self.path,
+                                     self.headers.get("X-Amz-Target", "").split(".")[-1]))
         if self.path.startswith("/moto-api"):
             fault = None
         else:

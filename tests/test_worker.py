@@ -227,6 +227,48 @@ def test_bad_message_body_fails_clearly(setup, workers, aws_env):
     assert "message body is not valid JSON" in w.output()
 
 
+def test_a_message_without_a_job_key_gets_job_retries_tries(boto, workers, aws_env):
+    """Unreadable, or from an older submission: no failure record can count its
+    tries, so SQS's receive count does, against JOB_RETRIES, not the queue's
+    backstop of 100 receives that setup gives it."""
+    sqs, s3 = boto("sqs"), boto("s3")
+    s3.create_bucket(Bucket=BUCKET)
+    queue, dlq = make_queues(sqs, "TestApp", max_receive=100)
+    sqs.send_message(QueueUrl=queue, MessageBody="{not json")
+    send_jobs(sqs, queue, {}, [{"job_name": "keyless"}])   # no job_key
+    w = workers.start(worker_env(aws_env, queue, BUCKET, "exit 3", JOB_RETRIES=2,
+                                 RUN_ID="run1", SQS_DEAD_LETTER_QUEUE_URL=dlq))
+    wait_until(lambda: queue_counts(sqs, dlq)[0] == 2, 60, "both messages in the DLQ")
+    assert drained(sqs, queue)
+    out = w.output()
+    assert out.count("START job keyless ") == 2 and out.count("START job unnamed ") == 2, out
+
+
+def test_busy_record_goes_before_the_job_is_let_go(setup, boto, workers, aws_env):
+    """While a busy record exists its job is in flight: the scale-in counts records
+    against jobs in flight, and a record left after the release would stand for a
+    job that another machine has taken, so that machine could be ended."""
+    from faultproxy import FaultProxy
+    sqs, s3, queue, dlq = setup
+    send_jobs(sqs, queue, {}, [{"job_name": "ok", "job_key": "k1"}])
+    with FaultProxy(aws_env["AWS_ENDPOINT_URL"]) as proxy:
+        env = dict(aws_env, AWS_ENDPOINT_URL=proxy.url)
+        w = workers.start(worker_env(env, queue, BUCKET, "test -e {input_dir}/nothing",
+                                     INSTANCE_ID="i-0123", RUN_ID="run1", JOB_RETRIES=2,
+                                     SQS_DEAD_LETTER_QUEUE_URL=dlq))
+        wait_until(lambda: queue_counts(sqs, dlq)[0] == 1, 60, "the job in the DLQ")
+        w.stop()
+        calls = list(proxy.calls)
+    busy = [i for i, (method, path, _a) in enumerate(calls) if "/busy/TestApp/i-0123/" in path]
+    letting_go = [i for i, (_m, _p, action) in enumerate(calls)
+                  if action in ("ChangeMessageVisibility", "DeleteMessage")]
+    clears = [i for i in busy if calls[i][0] == "DELETE"]
+    assert len(letting_go) == 2 and len(clears) == 2, calls   # a release, then the move
+    for clear, let_go in zip(clears, letting_go):
+        assert clear < let_go, calls
+        assert not [i for i in busy if clear < i < let_go], calls
+
+
 def test_idle_worker_exits_promptly_on_sigterm(setup, workers, aws_env):
     sqs, s3, queue, dlq = setup
     w = workers.start(worker_env(aws_env, queue, BUCKET, "true"))

@@ -2,7 +2,8 @@
 
 While a worker holds a job it keeps one small S3 object,
 busy/APP_NAME/INSTANCE_ID/WORKER, written when it takes the job, rewritten
-with every lease renewal and deleted when the job is settled. The monitor
+with every lease renewal and deleted just before the job is settled
+(deleted or let go), so a record always stands for a job in flight. The monitor
 lists busy/APP_NAME/ once per poll: a machine with a fresh record is busy
 and is never terminated by the scale-in; one with none is idle. A record
 older than a lease belongs to a worker that died, so it expires by itself.

@@ -318,9 +318,12 @@ class Worker(object):
                 if job.finished.is_set():
                     outcome = "INTERRUPTED"  # released by the signal handler
                 else:
+                    # The record goes first: while it exists the job is in flight,
+                    # so the scale-in never counts it for a machine that has let
+                    # the job go while another machine takes it.
+                    self.busy.clear()
                     outcome = self._settle(job, outcome, log)
                 job.finished.set()
-            self.busy.clear()
             total = monotonic() - received  # receive-to-delete, for overhead
             log.info("END job %s outcome %s exit_code %s attempt %s "
                      "duration %.3fs tool %.3fs", job.name, outcome, exit_code,
@@ -343,13 +346,13 @@ class Worker(object):
                 log.warning("delete_message failed: %s", e)
         elif outcome == "RELEASED":
             self._set_visibility(job.receipt, AWS_TROUBLE_DELAY)
-        elif outcome == "INTERRUPTED" or job.key is None:
-            # Interrupted (SIGTERM): back at once, no try spent. No job key
-            # (an old message): SQS's redrive count decides.
-            self._set_visibility(job.receipt, 0)
+        elif outcome == "INTERRUPTED":
+            self._set_visibility(job.receipt, 0)  # back at once, no try spent
         elif outcome == "GIVE-UP":
             self._dead_letter(job, log)
             return "FAILED"
+        elif job.key is None:
+            return self._count_receives(job, log)
         else:
             return self._count_failure(job, log)
         return outcome
@@ -418,6 +421,17 @@ class Worker(object):
             self._set_visibility(job.receipt, 0)
             return "FAILED"
         self._dead_letter(job, log)
+        return "FAILED"
+
+    def _count_receives(self, job, log):
+        """A failed message with no job key (unreadable, or from an older
+        submission) has no failure record: SQS's receive count is its count, so
+        it gets JOB_RETRIES tries like any job, not SQS's backstop of 100."""
+        received = int(job.attempt) if str(job.attempt).isdigit() else 0
+        if received < self.s.job_retries or not self.s.dead_letter_url:
+            self._set_visibility(job.receipt, 0)
+        else:
+            self._dead_letter(job, log)
         return "FAILED"
 
     def _dead_letter(self, job, log):
@@ -622,9 +636,9 @@ class Worker(object):
         if not job.finished.wait(2.0):
             with job.lock:
                 if not job.finished.is_set():
+                    self.busy.clear()  # first, as when the job thread settles
                     self._set_visibility(job.receipt, 0)
                     job.finished.set()
-                    self.busy.clear()
                     LOG.info("%s released job %s for another worker",
                              self.tag, job.name)
 

@@ -2,7 +2,9 @@
 
 How a machine is known to be busy: while it holds a job, each worker keeps a
 busy record, the S3 object busy/APP_NAME/INSTANCE_ID/WORKER (worker/busy.py),
-rewritten with every lease renewal and deleted when the job is settled. A
+rewritten with every lease renewal and deleted just before the job is
+settled (deleted or let go), so every record stands for a job in flight: a
+job let go and taken by another machine is never counted for the first. A
 record older than a lease counts as gone (its worker died). One listing per
 poll tells the monitor which machines hold a job.
 
