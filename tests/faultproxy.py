@@ -6,7 +6,8 @@ effect), and a share `lose` of the answers is replaced by a 500 after the
 call took effect (the client retries something that already happened).
 `deny(method, path)`, when given, names requests refused with AccessDenied,
 as AWS refuses a call a policy does not allow (the emulator enforces none).
-`calls` lists (method, path, JSON-protocol action or "") of every request in
+`refuse(action)`, when given, does the same by a JSON-protocol action's name
+(SQS's "DeleteMessage", say). `calls` lists (method, path, JSON-protocol action or "") of every request in
 the order they came, for tests of the order a client calls AWS in.
 Point AWS_ENDPOINT_URL at `proxy.url`. The emulator's own /moto-api/ is
 never faulted. Used by tests/test_storm.py and benchmarks/bench_storm.py.
@@ -22,11 +23,12 @@ _HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer",
 
 
 class FaultProxy(object):
-    def __init__(self, target, fail=0.0, lose=0.0, seed=None, deny=None):
+    def __init__(self, target, fail=0.0, lose=0.0, seed=None, deny=None, refuse=None):
         parsed = urllib.parse.urlparse(target)
         self.target = (parsed.hostname, parsed.port)
         self.fail, self.lose = fail, lose
         self.deny = deny or (lambda method, path: False)
+        self.refuse = refuse or (lambda action: False)
         self.rng = random.Random(seed)
         self.lock = threading.Lock()
         self.counts = {"calls": 0, "failed": 0, "lost": 0, "records": 0}
@@ -102,9 +104,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def _handle(self):
         body = self._body()
+        action = self.headers.get("X-Amz-Target", "").split(".")[-1]
         with self.owner.lock:
-            self.owner.calls.append((self.command, self.path,
-                                     self.headers.get("X-Amz-Target", "").split(".")[-1]))
+            self.owner.calls.append((self.command, self.path, action))
         if self.path.startswith("/moto-api"):
             fault = None
         else:
@@ -112,7 +114,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             if "/ds-records/" in self.path:  # the cost of the job records, for the benchmark
                 with self.owner.lock:
                     self.owner.counts["records"] += 1
-        if self.owner.deny(self.command, self.path):
+        if self.owner.deny(self.command, self.path) or (action and self.owner.refuse(action)):
             return self._reply(*self._error(body, 403, "AccessDenied", "Access Denied"))
         if fault == "fail":
             throttle = self.owner.rng.random() < 0.5

@@ -202,6 +202,46 @@ def test_redrive_says_when_no_workers_run(tmp_path, aws_env, boto):
     assert "0/1 done" in run("status").stdout
 
 
+def test_copies_of_a_job_in_the_dead_letter_queue_count_once(tmp_path, aws_env, boto):
+    """Two copies of one job (a move whose delete failed) and one other job:
+    failures lists two jobs, redrive puts back two and deletes all three."""
+    groups = [{"well": w, "input": "data/none.txt", "output": "out/%s" % w}
+              for w in ("A01", "A02")]
+    run = make_project(tmp_path, aws_env, boto, COPY, groups)
+    run("setup")
+    run("submitJob", "files/job.json")
+    sqs = boto("sqs")
+    url = sqs.get_queue_url(QueueName="OpsTestQueue")["QueueUrl"]
+    dlq = sqs.get_queue_url(QueueName="OpsTestDeadMessages")["QueueUrl"]
+    bodies = []
+    while len(bodies) < 2:
+        for m in sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", []):
+            bodies.append(m["Body"])
+            sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
+    for body in bodies + bodies[:1]:
+        sqs.send_message(QueueUrl=dlq, MessageBody=body)
+    assert sorted(failures_json(run)) == ["A01", "A02"]
+    assert "2 jobs in dead-letter queue" in run("failures").stdout
+    assert "Put 2 jobs back on queue OpsTestQueue" in run("redrive").stdout
+    assert counts(sqs, "OpsTestQueue") == (2, 0)
+    assert sorted(json.loads(m["Body"])["group"]["well"] for m in sqs.receive_message(
+        QueueUrl=url, MaxNumberOfMessages=10)["Messages"]) == ["A01", "A02"]
+    assert sum(counts(sqs, "OpsTestDeadMessages")) == 0
+
+
+def test_a_copy_the_dead_letter_queue_refuses_to_delete_is_reported(aws_env, boto):
+    """delete_message_batch answers per entry: the ones it could not delete come
+    back, after being tried again, never counted as moved."""
+    from ds.resources import deadletter
+    sqs = boto("sqs")
+    url = sqs.create_queue(QueueName="DeleteTest")["QueueUrl"]
+    sqs.send_message(QueueUrl=url, MessageBody=json.dumps({"group": {"well": "A01"}}))
+    letters = deadletter.peek(sqs, url)
+    stale = deadletter.Letter(dict(letters[0].message, ReceiptHandle="not-a-receipt"))
+    assert deadletter.delete(sqs, url, letters + [stale]) == [stale]
+    assert sum(counts(sqs, "DeleteTest")) == 0
+
+
 def test_dashboard_shows_the_dead_letter_count_beside_the_queue(tmp_path, aws_env, boto):
     run = make_project(tmp_path, aws_env, boto, COPY, [{"well": "A01"}], dashboard=True)
     run("setup")

@@ -250,7 +250,7 @@ def test_busy_record_goes_before_the_job_is_let_go(setup, boto, workers, aws_env
     job that another machine has taken, so that machine could be ended."""
     from faultproxy import FaultProxy
     sqs, s3, queue, dlq = setup
-    send_jobs(sqs, queue, {}, [{"job_name": "ok", "job_key": "k1"}])
+    send_jobs(sqs, queue, {"job_key": "k1"}, [{"job_name": "ok"}])
     with FaultProxy(aws_env["AWS_ENDPOINT_URL"]) as proxy:
         env = dict(aws_env, AWS_ENDPOINT_URL=proxy.url)
         w = workers.start(worker_env(env, queue, BUCKET, "test -e {input_dir}/nothing",
@@ -267,6 +267,33 @@ def test_busy_record_goes_before_the_job_is_let_go(setup, boto, workers, aws_env
     for clear, let_go in zip(clears, letting_go):
         assert clear < let_go, calls
         assert not [i for i in busy if clear < i < let_go], calls
+
+
+def test_a_failed_delete_after_the_dead_letter_move_sends_no_second_copy(
+        setup, workers, aws_env, tmp_path, monkeypatch):
+    """The move's delete is refused once: the job comes back, and the worker finds
+    its copy already sent (the dead record) and only deletes."""
+    from faultproxy import FaultProxy
+    sqs, s3, queue, dlq = setup
+    runs = tmp_path / "runs.txt"
+    send_jobs(sqs, queue, {"job_key": "k1"}, [{"job_name": "doomed"}])
+    refused = []
+
+    def refuse_once(action):
+        if action == "DeleteMessage" and not refused:
+            refused.append(action)
+            return True
+        return False
+    with FaultProxy(aws_env["AWS_ENDPOINT_URL"], refuse=refuse_once) as proxy:
+        env = worker_env(dict(aws_env, AWS_ENDPOINT_URL=proxy.url), queue, BUCKET,
+                         "echo run >> %s; exit 3" % shlex.quote(str(runs)), RUN_ID="run1",
+                         JOB_RETRIES=1, SQS_DEAD_LETTER_QUEUE_URL=dlq)
+        w = workers.start(env)
+        w.wait_for("already in the dead-letter queue", timeout=60)
+        wait_until(lambda: drained(sqs, queue), 30, "the job queue empty")
+        w.stop()
+    assert refused and runs.read_text() == "run\n"
+    assert queue_counts(sqs, dlq) == (1, 0)
 
 
 def test_idle_worker_exits_promptly_on_sigterm(setup, workers, aws_env):

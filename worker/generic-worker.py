@@ -435,12 +435,24 @@ class Worker(object):
         return "FAILED"
 
     def _dead_letter(self, job, log):
-        """Move the job to the dead-letter queue (a copy there, then the delete)."""
+        """Move the job to the dead-letter queue (a copy there, then the delete).
+
+        The dead record, written once the copy is there, makes the move
+        idempotent: if the delete fails, the job comes back, and this finds
+        its copy already sent and only deletes."""
         try:
-            self._carry("send_message to the dead-letter queue",
-                        lambda: self.sqs.send_message(
-                            QueueUrl=self.s.dead_letter_url,
-                            MessageBody=job.message["Body"]), log)
+            if job.key is not None and self._read_record("dead", job.key, log) is not None:
+                log.info("already in the dead-letter queue (an earlier move "
+                         "sent it there); deleting this copy")
+            else:
+                self._carry("send_message to the dead-letter queue",
+                            lambda: self.sqs.send_message(
+                                QueueUrl=self.s.dead_letter_url,
+                                MessageBody=job.message["Body"]), log)
+                if job.key is not None:
+                    self._carry("writing the dead record", lambda: self.s3.put_object(
+                        Bucket=self.s.bucket, Key=self._record("dead", job.key),
+                        Body=b"1"), log)
             self._carry("delete_message", lambda: self.sqs.delete_message(
                 QueueUrl=self.s.queue_url, ReceiptHandle=job.receipt), log)
             log.info("failed JOB_RETRIES=%d times; moved to the dead-letter "

@@ -50,7 +50,7 @@ def collect(aws, settings):
         finally:
             deadletter.release(sqs, url, letters)
     found = []
-    for letter in sorted(letters, key=lambda l: l.name):
+    for letter in sorted(deadletter.unique(letters), key=lambda l: l.name):
         log = logs.get(letter.name)
         last = log.last() if log else None
         tail = log.tail(TAIL) if log else []

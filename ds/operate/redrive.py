@@ -50,10 +50,15 @@ def _move_ourselves(sqs, dlq_url, url, names, dlq_name, forget):
         else:
             chosen = letters
         forget(chosen)
-        moved = deadletter.move(sqs, dlq_url, url, chosen)
-    if len(moved) < len(chosen):
+        moved, undeleted = deadletter.move(sqs, dlq_url, url, chosen)
+    jobs = deadletter.unique(chosen)
+    if len(moved) < len(jobs):
         raise UserError("%d of %d jobs could not be sent and stay in %s; run redrive again."
-                        % (len(chosen) - len(moved), len(chosen), dlq_name))
+                        % (len(jobs) - len(moved), len(jobs), dlq_name))
+    if undeleted:
+        print("%d cop%s of jobs now back on the queue could not be deleted from %s; "
+              "`python run.py redrive` again deletes them (a job done once is never "
+              "run twice)." % (len(undeleted), "y" if len(undeleted) == 1 else "ies", dlq_name))
     return len(moved)
 
 

@@ -6,7 +6,7 @@ from botocore.parsers import ResponseParserError
 
 from ds.core.aws import explain
 from ds.resources.jobs import worker_parser
-from ds.resources import queue
+from ds.resources import queue, records
 
 PEEK_LEASE = 120      # seconds the messages stay hidden while we read or move them
 EMPTY_POLLS = 2       # empty answers in a row that mean "nothing more to read"
@@ -20,6 +20,18 @@ class Letter:
         self.body = message["Body"]
         self.receipt = message["ReceiptHandle"]
         self.name = job_name(self.body)
+        self.key = next(iter(records.keys_of([self.body])), None)
+
+
+def unique(letters):
+    """One letter per job: copies of a job (same job key) count once. A letter
+    with no job key is a job of its own."""
+    seen, found = set(), []
+    for letter in letters:
+        if letter.key is None or letter.key not in seen:
+            found.append(letter)
+        seen.add(letter.key)
+    return found
 
 
 def job_name(body):
@@ -60,17 +72,37 @@ def release(sqs, url, letters):
 
 
 def move(sqs, dlq_url, queue_url, letters):
-    """Send first, delete second: a crash in between leaves a duplicate (which
-    check-if-done and idempotent outputs absorb), never a lost job. A new
-    message starts with a receive count of 0: each job gets JOB_RETRIES tries anew.
-    Returns the letters moved."""
-    unsent = set(queue.send_all(sqs, queue_url, [l.body for l in letters]))
-    sent = [l for i, l in enumerate(letters) if i not in unsent]
-    for i in range(0, len(sent), 10):
-        sqs.delete_message_batch(QueueUrl=dlq_url, Entries=[
-            {"Id": str(n), "ReceiptHandle": l.receipt} for n, l in enumerate(sent[i:i + 10])])
-    release(sqs, dlq_url, [l for i, l in enumerate(letters) if i in unsent])
-    return sent
+    """Put each job of `letters` back once, however many copies of it the
+    dead-letter queue holds, and delete every copy.
+
+    Send first, delete second: a crash in between leaves a duplicate (which the
+    done records absorb), never a lost job. A new message starts with a receive
+    count of 0: each job gets JOB_RETRIES tries anew. Returns (the letters
+    whose job went back, the copies that could not be deleted)."""
+    jobs = unique(letters)
+    unsent = {id(jobs[i]) for i in queue.send_all(sqs, queue_url, [l.body for l in jobs])}
+    unsent_keys = {l.key for l in jobs if id(l) in unsent and l.key is not None}
+    gone = [l for l in letters if id(l) not in unsent and l.key not in unsent_keys]
+    undeleted = delete(sqs, dlq_url, gone)
+    release(sqs, dlq_url, [l for l in letters if l not in gone])
+    return [l for l in jobs if id(l) not in unsent], undeleted
+
+
+def delete(sqs, url, letters, tries=3):
+    """Delete the letters, trying the ones SQS reports failed again; return those
+    still not deleted."""
+    left = list(letters)
+    for _ in range(tries):
+        failed = []
+        for i in range(0, len(left), 10):
+            batch = left[i:i + 10]
+            answer = sqs.delete_message_batch(QueueUrl=url, Entries=[
+                {"Id": str(n), "ReceiptHandle": l.receipt} for n, l in enumerate(batch)])
+            failed += [batch[int(f["Id"])] for f in answer.get("Failed", [])]
+        left = failed
+        if not left:
+            break
+    return left
 
 
 def start_move_task(aws, dlq_url, queue_url):

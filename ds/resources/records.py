@@ -3,6 +3,8 @@
 Layout (the worker writes, the control plane reads):
   ds-records/<APP_NAME>/<RUN_ID>/done/<job_key>     a job's outputs are uploaded
   ds-records/<APP_NAME>/<RUN_ID>/failed/<job_key>   how often its tool failed
+  ds-records/<APP_NAME>/<RUN_ID>/dead/<job_key>     a copy of the job is in the
+                                                    dead-letter queue (sent once)
 A job key is a hash of the job's content, fixed at submit time, so a job
 delivered twice (or submitted twice) is recognised. The run id is made by
 setup, kept as a tag on the job queue and handed to the workers as RUN_ID, so
@@ -56,13 +58,14 @@ def run_id(sqs, queue_url):
 
 
 def clear_failures(s3, bucket, app_name, run_id, keys):
-    """Forget how often these jobs' tools failed, so that jobs put back on the
-    queue (redrive) get their JOB_RETRIES tries anew."""
-    prefix = failed_prefix(app_name, run_id)
-    names = sorted(keys)
+    """Forget how often these jobs' tools failed, and that they were sent to the
+    dead-letter queue, so that jobs put back on the queue (redrive) get their
+    JOB_RETRIES tries anew and can be dead-lettered again."""
+    names = ["%s%s/%s" % (run_prefix(app_name, run_id), kind, k)
+             for k in sorted(keys) for kind in ("failed", "dead")]
     for i in range(0, len(names), 1000):  # delete_objects takes at most 1000 keys
         s3.delete_objects(Bucket=bucket, Delete={"Quiet": True, "Objects": [
-            {"Key": prefix + k} for k in names[i:i + 1000]]})
+            {"Key": k} for k in names[i:i + 1000]]})
 
 
 def keys_of(bodies):
