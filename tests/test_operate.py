@@ -242,6 +242,51 @@ def test_a_copy_the_dead_letter_queue_refuses_to_delete_is_reported(aws_env, bot
     assert sum(counts(sqs, "DeleteTest")) == 0
 
 
+def test_status_names_the_count_it_gives(tmp_path, aws_env, boto):
+    """A worker of an image's own (DS-family) deletes messages and writes no done
+    records: status counts done jobs from the queue, and says so."""
+    run = make_project(tmp_path, aws_env, boto, COPY,
+                       [{"well": w, "output": "out/%s" % w} for w in ("A01", "A02")])
+    run("setup")
+    run("submitJob", "files/job.json")
+    sqs = boto("sqs")
+    url = sqs.get_queue_url(QueueName="OpsTestQueue")["QueueUrl"]
+    taken = 0
+    while taken < 2:
+        for m in sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", []):
+            sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
+            taken += 1
+    jobs = json.loads(run("status", "--json").stdout)["jobs"]
+    assert (jobs["done"], jobs["done_from"]) == (2, "queue counts"), jobs
+
+
+def test_report_and_failures_show_this_run_only(tmp_path, aws_env, boto):
+    """The log group outlives a run (60 days): a run of the same APP_NAME two days
+    earlier left a failed try of A01 there, which is not this run's."""
+    import time
+    run = make_project(tmp_path, aws_env, boto, COPY, [{"well": "A01", "output": "out/A01"}])
+    run("setup")
+    run("submitJob", "files/job.json")
+    run("startCluster", "files/fleet.json")
+    logs, now = boto("logs"), int(time.time() * 1000)
+    logs.create_log_stream(logGroupName="OpsTest", logStreamName="A01")
+    earlier = now - 2 * 86400 * 1000
+    lines = [(earlier, "START job A01 attempt 1 message m0 worker old:1"),
+             (earlier + 1000, "END job A01 outcome FAILED exit_code 3 attempt 1"),
+             (now, "START job A01 attempt 1 message m1 worker new:1"),
+             (now + 1000, "END job A01 outcome FAILED exit_code 3 attempt 1")]
+    logs.put_log_events(logGroupName="OpsTest", logStreamName="A01", logEvents=[
+        {"timestamp": t, "message": m} for t, m in lines])
+    sqs = boto("sqs")
+    body = sqs.receive_message(QueueUrl=sqs.get_queue_url(QueueName="OpsTestQueue")[
+        "QueueUrl"])["Messages"][0]["Body"]
+    sqs.send_message(QueueUrl=sqs.get_queue_url(QueueName="OpsTestDeadMessages")["QueueUrl"],
+                     MessageBody=body)
+    assert [(j["job"], j["tries"]) for j in failures_json(run).values()] == [("A01", 1)]
+    page = report_page(run)
+    assert [b["data-outcome"] for b in page.bars] == ["FAILED"] and page.ids["tries"] == "1"
+
+
 def test_dashboard_shows_the_dead_letter_count_beside_the_queue(tmp_path, aws_env, boto):
     run = make_project(tmp_path, aws_env, boto, COPY, [{"well": "A01"}], dashboard=True)
     run("setup")

@@ -215,8 +215,25 @@ def test_run_py_monitor_ends_idle_machines_then_finishes(started_run, boto):
     out = output()
     assert "Run ScaleTest finished: 3 jobs done" in out
     assert "Estimated cost: about $" in out and "at MACHINE_PRICE $0.25" in out
+    # one price source: the report monitor wrote, the one `report` writes after the
+    # clean-up, and the summary line give the run the same cost and hours
+    said = out.split("Estimated cost: about $")[1].split(" ")[0]
+    pages = [_cost_and_hours(r["dir"] / "ScaleTest-report.html")]
+    again = subprocess.run([sys.executable, os.path.join(REPO, "run.py"), "--config",
+                            r["config"], "report", r["monitor_file"]], cwd=str(r["dir"]),
+                           env=r["env"], capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0, again.stdout + again.stderr
+    pages.append(_cost_and_hours(r["dir"] / "ScaleTest-report.html"))
+    assert pages[0] == pages[1] and pages[0][0] == "$" + said, (pages, said)
     assert not scalein.busy_workers(boto("s3"), BUCKET, "ScaleTest", 60)
     assert "Traceback" not in out
+
+
+def _cost_and_hours(path):
+    from test_report import Page
+    page = Page()
+    page.feed(path.read_text(encoding="utf-8"))
+    return page.ids["cost"], page.ids["hours"]
 
 
 def test_local_run_ends_idle_emulated_machines_and_their_workers(tmp_path):
@@ -263,4 +280,4 @@ def test_prices_are_written_as_people_write_them():
     from ds.operate.cost import estimate_line, price
     assert [price(p) for p in (0.042, 0.1, 0.00001, 0.25, 2.0)] == \
         ["0.042", "0.1", "0.00001", "0.25", "2"]
-    assert "($0.00001 per machine-hour)" in estimate_line(1.0, 0.00001, 0.1)
+    assert "at MACHINE_PRICE $0.00001" in estimate_line(0.5, 1.0, 0.00001)

@@ -334,6 +334,7 @@ def _run(aws, s, args, bodies, launcher, workdir, began):
     keys = {json.loads(b)[records.KEY_FIELD] for b in bodies}
     run_id = records.run_id(aws.client("sqs"), queue.require_url(aws.client("sqs"),
                                                                   s.SQS_QUEUE_NAME))
+    started = time.time()    # this run's tries are logged from here on
     launcher.start()
     fleet_file = os.path.join(workdir, "fleet.json")
     with open(fleet_file, "w") as f:
@@ -346,8 +347,8 @@ def _run(aws, s, args, bodies, launcher, workdir, began):
                      live=sys.stdout.isatty(), check=lambda: _launcher_ok(launcher),
                      report_dir=args.out)
     launcher.stop()
-    tries = joblog.read(aws.client("logs"), s.LOG_GROUP_NAME)
-    failed_jobs = failures.collect(aws, s)
+    tries = joblog.read(aws.client("logs"), s.LOG_GROUP_NAME, joblog.run_start_ms(started))
+    failed_jobs = failures.collect(aws, s, started)
     n_files = sum(download_outputs(s3, locations, args.out))
     # Done comes from the done records; an image with its own worker (no COMMAND)
     # writes none, so its jobs are counted from the queue.

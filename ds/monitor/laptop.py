@@ -12,7 +12,7 @@ from ds.core import runfile
 from ds.core.aws import explain
 from ds.monitor import steps
 from ds.monitor.auto import state, tick
-from ds.operate import cost, report
+from ds.operate import report
 from ds.resources import logs, outcome
 
 
@@ -84,12 +84,10 @@ def monitor(aws, settings, path, cheapest=False, poll_seconds=None, live=False,
         print("The queue is empty; cleaning up.")
     run.teardown()
     logs.export(run.logs, s.LOG_GROUP_NAME, s.AWS_BUCKET, s.APP_NAME, started * 1000)
-    hours = run.machine_hours()
-    spot = cost.lowest_spot_price(run.ec2, s.MACHINE_TYPE)
-    page = report.after_run(aws, s, report_dir, done, dead, hours,
-                            None if spot is None else hours * spot)
-    steps.say_finished(s, done, dead, hours, spot)
-    outcome.save(run.s3, s, fleet_id, done, dead, hours, spot)
+    hours, usd = run.machine_cost()
+    page = report.after_run(aws, s, report_dir, done, dead, hours, usd, started)
+    steps.say_finished(s, done, dead, hours, usd)
+    outcome.save(run.s3, s, fleet_id, done, dead, hours, usd)
     runfile.mark_finished(path)
     return {"done": done, "failed": dead, "report": page}
 
@@ -119,13 +117,12 @@ def follow(aws, settings, path, poll_seconds, live=False, check=lambda: None, re
         time.sleep(poll_seconds)  # this computer's tick interval (MONITOR_TIME)
     status.end()
     runfile.mark_finished(path)
-    s, fleet_id = runfile.run_settings(settings, path)[:2]
+    s, fleet_id, started = runfile.run_settings(settings, path)[:3]
     if not summary.get("finished_here"):  # the function's last tick came first
         summary = recorded(aws, s, fleet_id) or _counts_seen(s, summary)
+    page = report.after_run(aws, s, report_dir, summary.get("done"), summary.get("dead"),
+                            summary.get("hours"), summary.get("usd"), started)
     done, dead = summary.get("done"), summary.get("dead")
-    hours, spot = summary.get("hours"), summary.get("spot")
-    page = report.after_run(aws, s, report_dir, done, dead, hours,
-                            None if None in (hours, spot) else hours * spot)
     return {"done": done, "failed": dead, "report": page}
 
 
@@ -137,8 +134,8 @@ def recorded(aws, s, fleet_id):
     if record is None:
         return None
     summary = {"done": record["done"], "dead": record["dead"],
-               "hours": record["machine_hours"], "spot": record["spot_price"]}
-    steps.say_finished(s, summary["done"], summary["dead"], summary["hours"], summary["spot"])
+               "hours": record["machine_hours"], "usd": outcome.usd(record)}
+    steps.say_finished(s, summary["done"], summary["dead"], summary["hours"], summary["usd"])
     return summary
 
 

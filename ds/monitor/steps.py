@@ -92,9 +92,9 @@ class Run:
         self.forget_gone_machines(running)
         return False
 
-    def machine_hours(self):
-        """Hours of every machine this monitor saw, from launch to end (or now)."""
-        return sum(r["hours"] for r in cost.rows(self.ec2, self.machines))
+    def machine_cost(self):
+        """(hours, estimated USD or None) of every machine this monitor saw."""
+        return cost.of_machines(self.ec2, self.machines)
 
     def teardown(self):
         """Remove everything the run created; each step is safe to repeat.
@@ -193,7 +193,7 @@ def _instances_gone(ecs, name):
     return not found or not found[0].get("registeredContainerInstancesCount")
 
 
-def say_finished(s, done, dead, hours, spot):
+def say_finished(s, done, dead, hours, usd):
     """The run's last two lines: what got done, and what it cost."""
     if done is None:  # a monitor file from before counts were recorded
         counts = "job counts were not recorded"
@@ -201,4 +201,4 @@ def say_finished(s, done, dead, hours, spot):
         counts = "%d job%s done, %d in the dead-letter queue" % (
             done, "" if done == 1 else "s", int(dead or 0))
     print("Run %s finished: %s, %.2f machine-hours." % (s.APP_NAME, counts, hours))
-    print(cost.estimate_line(hours, spot, s.MACHINE_PRICE))
+    print(cost.estimate_line(usd, hours, s.MACHINE_PRICE))

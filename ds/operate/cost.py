@@ -2,13 +2,12 @@
 
 The ceiling is per hour (machines x MACHINE_PRICE, the spot price cap):
 jobs carry no durations, so a run's length cannot be estimated up front.
-The estimate uses the lowest current spot price of MACHINE_TYPE in the
-region, not each machine's own price, so it is a floor-ish guess; the
-ceiling at MACHINE_PRICE is printed next to it. See documentation/costs.md.
 
-`status` estimates more closely: each running machine's hours times the latest
-spot price of its own type and zone (still an estimate: AWS bills the price
-of each hour as it passes).
+Every estimate of what a run cost (status, the monitor's last lines, the
+outcome record, the run report) is one function, `estimate`: each machine's
+hours times the latest spot price of its own type and zone. It is still an
+estimate: AWS bills the price of each hour as it passes. See
+documentation/costs.md.
 """
 import datetime
 import re
@@ -27,32 +26,18 @@ def ceiling_line(settings):
             % (_plural(machines, "machine"), price(cap), machines * cap))
 
 
-def lowest_spot_price(ec2, machine_types):
-    """The lowest current Linux spot price among machine_types, or None if unknown."""
-    try:
-        found = ec2.describe_spot_price_history(
-            InstanceTypes=list(machine_types),
-            ProductDescriptions=["Linux/UNIX", "Linux/UNIX (Amazon VPC)"],
-            StartTime=datetime.datetime.now(datetime.timezone.utc), MaxResults=100)
-    except Exception:  # a price is a nicety; the summary must still print
-        return None
-    prices = [float(p["SpotPrice"]) for p in found.get("SpotPriceHistory", [])
-              if p.get("SpotPrice")]
-    return min(prices) if prices else None
-
-
 def price(dollars):
     """A price per machine-hour as people write it: 0.042, 0.1, 0.00001 (never 1e-05)."""
     return ("%.5f" % dollars).rstrip("0").rstrip(".") or "0"
 
 
-def estimate_line(hours, spot_price, cap):
-    """The monitor summary's cost sentence."""
+def estimate_line(usd, hours, cap):
+    """The monitor summary's cost sentence; usd None where prices could not be read."""
     ceiling = "at most $%.2f at MACHINE_PRICE $%s" % (hours * cap, price(cap))
-    if spot_price is None:
+    if usd is None:
         return "Estimated cost: %s (current spot prices could not be read)." % ceiling
-    return ("Estimated cost: about $%.2f at the lowest current spot price ($%s per "
-            "machine-hour), %s." % (hours * spot_price, price(spot_price), ceiling))
+    return ("Estimated cost: about $%.2f at the latest spot price of each machine's type "
+            "and zone, %s." % (usd, ceiling))
 
 
 def ended(instance):
@@ -110,9 +95,17 @@ def spot_prices(ec2, pairs):
 
 
 def estimate(ec2, rows):
-    """(machine-hours, estimated USD, machines without a price)."""
+    """(machine-hours, estimated USD, machines without a price): the one estimate
+    of what machines cost."""
     prices = spot_prices(ec2, {(r["type"], r["zone"]) for r in rows})
     hours = sum(r["hours"] for r in rows)
     cost = sum(r["hours"] * prices.get((r["type"], r["zone"]), 0.0) for r in rows)
     unpriced = sum(1 for r in rows if (r["type"], r["zone"]) not in prices)
     return hours, cost, unpriced
+
+
+def of_machines(ec2, ids):
+    """(machine-hours, estimated USD or None if any machine has no price) of these
+    machines, from launch to end (or now)."""
+    hours, usd, unpriced = estimate(ec2, rows(ec2, ids))
+    return hours, None if unpriced else usd

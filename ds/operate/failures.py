@@ -2,6 +2,7 @@
 its last log lines. Read-only: the jobs stay in the dead-letter queue."""
 import json
 
+from ds.core import runfile
 from ds.core.aws import explain
 from ds.operate import joblog
 from ds.resources import deadletter, queue
@@ -35,8 +36,9 @@ def hint(last_try, lines):
     return None
 
 
-def collect(aws, settings):
-    """One dict per job in the dead-letter queue; the queue is left as it was."""
+def collect(aws, settings, started=None):
+    """One dict per job in the dead-letter queue, with its tries since the run
+    `started` (seconds; None: all the log group holds); the queue is left as it was."""
     sqs = aws.client("sqs")
     name = settings.dead_letter_queue_name
     with explain("read dead-letter queue %s" % name):
@@ -46,6 +48,7 @@ def collect(aws, settings):
         letters = deadletter.peek(sqs, url)
         try:
             logs = joblog.read(aws.client("logs"), settings.LOG_GROUP_NAME,
+                               joblog.run_start_ms(started),
                                streams={l.name for l in letters}) if letters else {}
         finally:
             deadletter.release(sqs, url, letters)
@@ -93,4 +96,5 @@ def show(found, settings, as_json=False):
 
 
 def run(aws, settings, as_json=False):
-    show(collect(aws, settings), settings, as_json)
+    settings, _fleet_id, started = runfile.for_run(settings)
+    show(collect(aws, settings, started), settings, as_json)

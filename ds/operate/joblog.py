@@ -22,6 +22,7 @@ END = re.compile(r"\bEND job (\S+) outcome (\S+) exit_code (\S+) attempt (\S+)"
                  r"(?: duration ([\d.]+)s)?(?: tool ([\d.]+)s)?")
 CUT_OFF = "CUT-OFF"            # a try whose START was followed by another try's START
 DONE_OUTCOMES = ("SUCCESS", "SKIPPED-already-done")
+CLOCK_SKEW = 60     # seconds a worker's clock may run behind the computer that started the run
 # What one END line says; duration and tool (seconds) are None in lines that lack them.
 Ended = collections.namedtuple("Ended", "job outcome exit_code attempt duration tool")
 
@@ -140,6 +141,14 @@ def parse(events):
             if end:
                 _on_end(job, end, event["timestamp"])
     return {k: v for k, v in jobs.items() if v.tries}
+
+
+def run_start_ms(started):
+    """The earliest log time (ms) of a run started at `started` (seconds since the
+    epoch, as the monitor file has it), or None if unknown. Earlier runs may have
+    used the same log group (it is kept RETENTION_DAYS), and their tries are not
+    this run's."""
+    return None if started is None else int((float(started) - CLOCK_SKEW) * 1000)
 
 
 def events(logs, group, since_ms=None, streams=None):

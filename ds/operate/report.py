@@ -132,11 +132,13 @@ def bucket_key(settings):
     return "reports/%s/%s" % (settings.APP_NAME, file_name(settings))
 
 
-def write(aws, settings, folder, done, failed, machine_hours=None, usd=None):
-    """Write the report into `folder` and to the bucket, say where; return the local path."""
+def write(aws, settings, folder, done, failed, machine_hours=None, usd=None, started=None):
+    """Write the report of the run `started` (seconds) into `folder` and to the
+    bucket, say where; return the local path."""
     with explain("read the job logs of run %s" % settings.APP_NAME):
-        tries = joblog.read(aws.client("logs"), settings.LOG_GROUP_NAME)
-    failed_jobs = failures.collect(aws, settings)
+        tries = joblog.read(aws.client("logs"), settings.LOG_GROUP_NAME,
+                            joblog.run_start_ms(started))
+    failed_jobs = failures.collect(aws, settings, started)
     html = render(build(tries, failed_jobs, settings, done, failed, machine_hours, usd))
     os.makedirs(folder, exist_ok=True)
     path = os.path.join(folder, file_name(settings))
@@ -151,10 +153,10 @@ def write(aws, settings, folder, done, failed, machine_hours=None, usd=None):
     return path
 
 
-def after_run(aws, settings, folder, done, failed, machine_hours, usd):
+def after_run(aws, settings, folder, done, failed, machine_hours, usd, started):
     """The report a finished run ends with; the run stays finished if it cannot be written."""
     try:
-        return write(aws, settings, folder, done, failed, machine_hours, usd)
+        return write(aws, settings, folder, done, failed, machine_hours, usd, started)
     except (UserError, OSError) as e:
         print("Could not write the run report (%s); `python run.py report` writes it later."
               % e)
@@ -163,16 +165,18 @@ def after_run(aws, settings, folder, done, failed, machine_hours, usd):
 
 def on_demand(aws, settings, monitor_path):
     """`python run.py report`: the report with the counts the run has now."""
-    settings, fleet_id, _started = runfile.for_run(settings, monitor_path)
+    settings, fleet_id, started = runfile.for_run(settings, monitor_path)
     with explain("read the state of run %s" % settings.APP_NAME):
         jobs = status.jobs(aws, settings)  # None once the queue is gone; its counts with it
         done = jobs["done"] if jobs else None
         dead = jobs["failed"] if jobs else queue.dead_letters(aws.client("sqs"), settings)
-        if jobs is None:  # cleaned up: the counts its end recorded
-            record = outcome.load(aws.client("s3"), settings, fleet_id)
-            if record:
-                done, dead = record["done"], record["dead"]
-        ec2 = aws.client("ec2")
-        rows = cost.machines(ec2, fleet_id)
-        hours, usd, _ = cost.estimate(ec2, rows) if rows else (None, None, 0)
-    write(aws, settings, ".", done, dead, hours, usd)
+        record = outcome.load(aws.client("s3"), settings, fleet_id)
+        if jobs is None and record:  # cleaned up: the counts its end recorded
+            done, dead = record["done"], record["dead"]
+        if record:   # finished: what its monitor estimated at the end
+            hours, usd = record["machine_hours"], outcome.usd(record)
+        else:
+            ec2 = aws.client("ec2")
+            rows = cost.machines(ec2, fleet_id)
+            hours, usd, _ = cost.estimate(ec2, rows) if rows else (None, None, 0)
+    write(aws, settings, ".", done, dead, hours, usd, started)

@@ -34,11 +34,9 @@ def jobs(aws, settings):
     # a message only after its outputs are uploaded (or, for a second copy of a
     # job already done, unrun: the records count that job once, the total twice).
     deleted = max(total - visible - in_flight - dead, 0)
-    done = done_from_records(aws, settings, url)
-    source = "done records"
-    if done is None:
+    done, source = done_from_records(aws, settings, url), "done records"
+    if done is None or deleted > done:   # the label names the count given
         done, source = deleted, "queue counts"
-    done = max(done, deleted)
     return {"total": total, "done": done, "done_from": source, "queued": visible,
             "running": in_flight, "failed": dead}
 

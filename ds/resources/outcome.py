@@ -14,9 +14,9 @@ def key_for(app_name):
     return "reports/%s/outcome.json" % app_name
 
 
-def save(s3, settings, fleet_id, done, dead, hours, spot):
+def save(s3, settings, fleet_id, done, dead, hours, usd):
     record = {"fleet_id": fleet_id, "finished": time.time(), "done": done, "dead": dead,
-              "machine_hours": hours, "spot_price": spot}
+              "machine_hours": hours, "cost_usd": usd}
     key = key_for(settings.APP_NAME)
     with explain("record the outcome of run %s in s3://%s/%s"
                  % (settings.APP_NAME, settings.AWS_BUCKET, key)):
@@ -31,3 +31,13 @@ def load(s3, settings, fleet_id):
     with explain("read s3://%s/%s" % (settings.AWS_BUCKET, key)):
         record = load_object(s3, settings.AWS_BUCKET, key)
     return record if record and record.get("fleet_id") == fleet_id else None
+
+
+def usd(record):
+    """The estimated cost a record holds; records written before cost_usd hold the
+    region's lowest spot price instead."""
+    if "cost_usd" in record:
+        return record["cost_usd"]
+    spot = record.get("spot_price")
+    return None if spot is None or record.get("machine_hours") is None \
+        else record["machine_hours"] * spot

@@ -21,7 +21,6 @@ from ds.core.errors import UserError
 from ds.core.settings import Settings
 from ds.monitor import steps
 from ds.monitor.auto import function, state
-from ds.operate import cost
 from ds.resources import outcome, queue
 
 TICK_BUDGET = 120   # seconds of teardown steps per tick; the function may run 300
@@ -61,15 +60,14 @@ def tick(aws, bucket, key, show=print, summary=None):
         print("The queue is empty; cleaning up.")
     if not _advance(run, info, lambda: state.save(s3, bucket, key, info)):
         return False
-    hours = run.machine_hours()
-    spot = cost.lowest_spot_price(run.ec2, s.MACHINE_TYPE)
+    hours, usd = run.machine_cost()
     summary.update(done=info.get("MONITOR_JOBS_DONE"), dead=info.get("MONITOR_JOBS_DEAD"),
-                   hours=hours, spot=spot, finished_here=True)
+                   hours=hours, usd=usd, finished_here=True)
     steps.say_finished(s, info.get("MONITOR_JOBS_DONE"), info.get("MONITOR_JOBS_DEAD"),
-                       hours, spot)
+                       hours, usd)
     # Outlives the monitor file deleted below: a laptop following the run reads it.
     outcome.save(s3, s, fleet_id, info.get("MONITOR_JOBS_DONE"),
-                 info.get("MONITOR_JOBS_DEAD"), hours, spot)
+                 info.get("MONITOR_JOBS_DEAD"), hours, usd)
     info["MONITOR_FINISHED"] = True
     state.save(s3, bucket, key, info)
     _end(aws, s3, bucket, key, s.APP_NAME)
