@@ -180,7 +180,7 @@ def test_package_is_built_from_the_sources_and_imports_only_what_lambda_has(tmp_
 
 
 def test_start_cluster_installs_the_schedule_and_ticks_end_the_run(project, boto, workers,
-                                                                    refused_url):
+                                                                    refused_url, capsys):
     out = start(project).stdout
     assert "The run monitors itself: schedule %sAutoMonitorSchedule calls function " \
            "%sAutoMonitor (python3.12" % (APP, APP) in out
@@ -229,12 +229,45 @@ def test_start_cluster_installs_the_schedule_and_ticks_end_the_run(project, boto
     assert stored["MONITOR_TEARDOWN"]["step"] == 3 and not stored.get("MONITOR_FINISHED")
     assert not sqs.list_queues(QueueNamePrefix=APP + "Queue").get("QueueUrls")
     assert lam.get_function(FunctionName=APP + "AutoMonitor")  # still there to finish
-    assert tick_until_gone() >= 1
+    capsys.readouterr()
+    tick_until_gone()
+    # the ticks go on from the export: the steps before it are not taken again
+    resumed = capsys.readouterr().out
+    assert "Exported log group %s to s3://%s/" % (APP, BUCKET) in resumed, resumed
+    assert "Deleted queue" not in resumed and "cleaning up" not in resumed, resumed
     keys = assert_account_empty(boto)
     assert {"out/%s/%s.json" % (w, w) for w in WELLS} <= set(keys)
     # a tick after the end (a schedule call already on its way) finds nothing to do
     assert automonitor.tick(session(), BUCKET, KEY) is True
 
+
+
+def test_a_slow_tick_of_an_ended_run_touches_nothing_of_the_next_run(project, boto):
+    """Two looks at run A (the function's and the laptop's) read its file; one ends
+    the run, and a new run B of the app starts. The other look, still holding A's
+    file, must neither write B's file nor remove anything by the names B uses."""
+    from ds.monitor.auto import state
+    s3 = boto("s3")
+    start(project)
+    take_jobs(boto)
+    read = lambda: json.loads(s3.get_object(Bucket=BUCKET, Key=KEY)["Body"].read())  # noqa
+    # A's file as the slow look holds it: it found the queue empty and begins the teardown
+    slow = dict(read(), MONITOR_TEARDOWN={"step": 0, "since": time.time()})
+    tick_until_gone()                      # the other look ends A
+    start(project)                         # run B: same APP_NAME, same names
+    b = read()
+    assert state.run_of(b) != state.run_of(slow)
+    # the slow look goes on from where it read A's file: its next teardown step,
+    # or its end if it was A's last look
+    for held in (slow, dict(slow, MONITOR_FINISHED=True)):
+        with pytest.raises(state.NotOurs):
+            automonitor._tick(session(), s3, BUCKET, KEY, held, print, {})
+    assert read() == b
+    assert boto("lambda").get_function(FunctionName=APP + "AutoMonitor")
+    assert boto("events").describe_rule(Name=APP + "AutoMonitorSchedule")
+    assert boto("sqs").get_queue_url(QueueName=APP + "Queue")
+    with pytest.raises(state.NotOurs):
+        state.save(s3, BUCKET, KEY, slow)
 
 
 @contextlib.contextmanager

@@ -21,6 +21,22 @@ def load(s3, bucket, key):
     return load_object(s3, bucket, key)
 
 
+class NotOurs(Exception):
+    """The monitor file in the bucket is gone (another tick ended the run) or
+    belongs to a newer run of the same app."""
+
+
+def run_of(info):
+    """The run a monitor file belongs to: its spot fleet, one per startCluster."""
+    return info.get("MONITOR_FLEET_ID")
+
+
+def ours(s3, bucket, key, info):
+    """Whether the file in the bucket is still `info`'s run's (not gone, not another's)."""
+    stored = load(s3, bucket, key)
+    return stored is not None and run_of(stored) == run_of(info)
+
+
 def _progress(info):
     """How far a run has got, to compare two copies of its monitor file."""
     state = info.get("MONITOR_TEARDOWN") or {}
@@ -30,10 +46,12 @@ def _progress(info):
 
 def save(s3, bucket, key, info):
     """Write `info` unless another tick (the laptop's, say) has got further meanwhile:
-    a slower tick never winds the run back."""
+    a slower tick never winds the run back. Raises NotOurs if the file is gone
+    or another run's since this tick read it: a tick never brings an ended run
+    back, nor writes another run's file."""
     stored = load(s3, bucket, key)
-    if stored is None and info.get("MONITOR_TEARDOWN"):
-        return info  # the last tick has removed the file: the run is gone
+    if stored is None or run_of(stored) != run_of(info):
+        raise NotOurs()
     if stored is not None and _progress(stored) > _progress(info):
         return stored
     upload(s3, bucket, key, info)

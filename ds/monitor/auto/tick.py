@@ -32,17 +32,28 @@ def tick(aws, bucket, key, show=print, summary=None):
     gone (finished, its schedule removed), False while there is more to do.
 
     `summary` (a dict) learns the job counts as recorded, and the machine-hours,
-    spot price and finished_here=True if this tick finished the run."""
+    estimated cost and finished_here=True if this tick finished the run."""
     summary = {} if summary is None else summary
     s3 = aws.client("s3")
     with explain("read s3://%s/%s" % (bucket, key)):
         info = state.load(s3, bucket, key)
     if info is None:
         return True  # nothing to watch: removed by an earlier tick's end, or never made
+    try:
+        return _tick(aws, s3, bucket, key, info, show, summary)
+    except state.NotOurs:
+        # Another tick ended this run meanwhile; a newer run of the app may own
+        # every name now, so this tick stops touching anything.
+        print("The run of spot fleet %s was ended by another look; this one stops."
+              % state.run_of(info))
+        return True
+
+
+def _tick(aws, s3, bucket, key, info, show, summary):
     s = Settings(info["MONITOR_SETTINGS"])
     summary.update(done=info.get("MONITOR_JOBS_DONE"), dead=info.get("MONITOR_JOBS_DEAD"))
     if info.get("MONITOR_FINISHED"):
-        _end(aws, s3, bucket, key, s.APP_NAME)  # an earlier last tick stopped midway
+        _end(aws, s3, bucket, key, info)  # an earlier last tick stopped midway
         return True
     fleet_id, started = info["MONITOR_FLEET_ID"], int(float(info["MONITOR_START_TIME"]))
     run = steps.Run(aws, s, fleet_id, started, s.jobs_per_machine, show)
@@ -58,7 +69,8 @@ def tick(aws, bucket, key, show=print, summary=None):
         info["MONITOR_TEARDOWN"] = {"step": 0, "since": time.time()}
         info = state.save(s3, bucket, key, info)
         print("The queue is empty; cleaning up.")
-    if not _advance(run, info, lambda: state.save(s3, bucket, key, info)):
+    if not _advance(run, info, lambda: state.save(s3, bucket, key, info),
+                    lambda: _still_ours(s3, bucket, key, info)):
         return False
     hours, usd = run.machine_cost()
     summary.update(done=info.get("MONITOR_JOBS_DONE"), dead=info.get("MONITOR_JOBS_DEAD"),
@@ -70,14 +82,21 @@ def tick(aws, bucket, key, show=print, summary=None):
                  info.get("MONITOR_JOBS_DEAD"), hours, usd)
     info["MONITOR_FINISHED"] = True
     state.save(s3, bucket, key, info)
-    _end(aws, s3, bucket, key, s.APP_NAME)
+    _end(aws, s3, bucket, key, info)
     return True
 
 
-def _end(aws, s3, bucket, key, app_name):
+def _end(aws, s3, bucket, key, info):
     """The schedule, the function, and last the run's file in the bucket (the role
-    stays for the app's next run)."""
-    function.remove(aws, app_name)
+    stays for the app's next run).
+
+    Only while the file is this run's: a new run of the app starts once the file
+    is gone (startCluster waits for it), and its function and schedule have the
+    same names, so a slower tick of the old run that finds the file gone or
+    another run's removes nothing."""
+    _still_ours(s3, bucket, key, info)
+    function.remove(aws, Settings(info["MONITOR_SETTINGS"]).APP_NAME)
+    _still_ours(s3, bucket, key, info)
     with explain("delete s3://%s/%s" % (bucket, key)):
         s3.delete_object(Bucket=bucket, Key=key)
 
@@ -100,12 +119,21 @@ def _watch(run, info):
     return True
 
 
-def _advance(run, info, record):
+def _still_ours(s3, bucket, key, info):
+    with explain("read s3://%s/%s" % (bucket, key)):
+        if not state.ours(s3, bucket, key, info):
+            raise state.NotOurs()
+
+
+def _advance(run, info, record, check):
     """Take the teardown steps in order, as far as they go without waiting and
-    within TICK_BUDGET; record progress after each. True when all are done."""
+    within TICK_BUDGET; record progress after each. True when all are done.
+    `check` comes before each step: the steps remove resources by name, and
+    once the run is another tick's to end, the names may be a newer run's."""
     teardown = info["MONITOR_TEARDOWN"]
     budget_end = time.monotonic() + TICK_BUDGET
     while teardown["step"] < len(steps.TEARDOWN):
+        check()
         name, step = steps.TEARDOWN[teardown["step"]]
         with explain("tear down run %s (%s)" % (run.s.APP_NAME, name)):
             done = step(run, teardown)
