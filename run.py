@@ -44,6 +44,10 @@ def parse(argv):
     lo.add_argument("--data", default="files/exampleData",
                     help="local folder uploaded to the bucket before the run")
     lo.add_argument("--out", default="local-output", help="where the outputs are downloaded")
+    lo.add_argument("--spot-notice", metavar="AFTER[,PERIOD]", default=None,
+                    help="AFTER seconds into the run, a machine holding a job gets a spot "
+                         "interruption notice and ends PERIOD (default 120) seconds later, "
+                         "as on AWS")
     lo.add_argument("--docker", action="store_true",
                     help="run workers as containers of DOCKERHUB_TAG (docker or podman)")
     pr = sub.add_parser("prepare", help="make roles, bucket, network and a fleet file (or --remove them)")

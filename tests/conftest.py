@@ -7,6 +7,7 @@ The emulator is reset before each such test.
 """
 import ctypes
 import json
+import contextlib
 import os
 import signal
 import socket
@@ -139,6 +140,20 @@ def emulator(tmp_path_factory):
 def emulator_iam(tmp_path_factory):
     """An emulator that knows AWS's managed IAM policies, as a real account does."""
     yield from _serve(tmp_path_factory, True)
+
+
+@contextlib.contextmanager
+def own_emulator(folder):
+    """An emulator of the caller's own, with a laptop's environment (an empty HOME
+    in `folder`) pointed at it: a local run given it leaves its account behind,
+    for the commands a user runs after the run. Yields (URL, environment)."""
+    proc, log, url = _start_emulator(folder, False)
+    try:
+        (folder / "home").mkdir(exist_ok=True)
+        yield url, emulator_env(url, str(folder / "home"))
+    finally:
+        _stop(proc)
+        log.close()
 
 
 def reset(url):

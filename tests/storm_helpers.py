@@ -62,11 +62,15 @@ def completions(logs, group):
 
     A batch of log events whose answer was lost is sent again and stored
     twice; the copies have the same time and text (the END line carries the
-    job's duration to the millisecond), so they are counted once."""
+    job's duration to the millisecond), so they are counted once. The
+    containers' copies of the lines (the awslogs driver's streams) are not the
+    job logs."""
     seen = set()
     pages = logs.get_paginator("filter_log_events").paginate(logGroupName=group)
     for page in pages:
         for event in page["events"]:
+            if joblog.container_stream(event["logStreamName"]):
+                continue
             end = joblog.ended(event["message"])
             if end and end.outcome == "SUCCESS":
                 seen.add((end.job, event["timestamp"], event["message"]))

@@ -205,12 +205,13 @@ def task_role():
 def task_environment(config_path, aws_env, role_url, home):
     """The registered task definition's environment, read back as the local
     launcher reads it, plus what ECS and the machine add: a role, no keys."""
-    from ds.commands.local import Launcher
+    from ds.commands.launcher import Launcher
     from ds.core.settings import load
     from ds.core.aws import Session
     settings = load(config_path)
     aws = Session(settings)
-    count, container = Launcher(aws.client("ecs"), aws.client("ec2"), settings, home).desired()
+    count, container, _minimum = Launcher(aws.client("ecs"), aws.client("ec2"), settings,
+                                          home).desired()
     assert count == 1 and container["image"].startswith("cellprofiler/")
     env = environment(container)
     assert not [k for k in env if k in CREDENTIAL_CHECK]
@@ -322,12 +323,12 @@ def test_ds_style_image_runs_with_local_docker(tmp_path, user_env):
 
 
 def test_the_container_engines_notes_are_not_quoted_as_the_workers_last_words(tmp_path):
-    from ds.commands.local import _last_line
+    from ds.commands.launcher import last_line
     log = tmp_path / "task1.log"
     log.write_text("Traceback (most recent call last):\n  File \"generic-worker.py\"\n"
                    "KeyError: 'MY_NAME'\n\n"
                    "WARN[0004] Failed to add conmon to cgroupfs sandbox cgroup: file exists\n"
                    'time="2026-11-23T14:00:00Z" level=error msg="cleaning up container"\n')
-    assert _last_line(str(log), "DSAppTest") == "KeyError: 'MY_NAME'"
+    assert last_line(str(log), "DSAppTest") == "KeyError: 'MY_NAME'"
     log.write_text("ERRO[0000] only the engine spoke\n")
-    assert _last_line(str(log), "DSAppTest") == "ERRO[0000] only the engine spoke"
+    assert last_line(str(log), "DSAppTest") == "ERRO[0000] only the engine spoke"

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from conftest import REPO, write_json
+from conftest import REPO, own_emulator, write_json
 
 EXAMPLE = os.path.join(REPO, "files", "exampleData", "measurements")
 
@@ -250,8 +250,61 @@ def test_outputs_to_another_bucket_arrive_and_no_aws_only_lines(user_env, tmp_pa
     (["--workers", "0"], "error: --workers must be at least 1."),
     (["--data", "no-such-folder"], "error: no-such-folder: data folder not found; pass --data "
                                    "DIR (the folder your job file's inputs are in)."),
+    (["--spot-notice", "soon"], "error: --spot-notice soon: give AFTER or AFTER,PERIOD in "
+                                "seconds, such as --spot-notice 30 or --spot-notice 30,10."),
 ])
 def test_local_option_mistakes_are_one_line(user_env, tmp_path, args, message):
     result = local(args + ["--out", str(tmp_path / "out")], user_env)
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines() == [message]
+
+
+def test_a_spot_notice_gives_the_job_back_at_once(tmp_path):
+    """A machine gets a spot interruption notice mid-job (2 s into the run; it ends
+    30 s later): ECS stops its worker at the notice, so the job is taken again
+    within seconds, and its interrupted try is shown as interrupted, not failed."""
+    from ds.operate import joblog
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    # J1's first try would take a minute; every other try and job takes a second
+    command = ("if [ {well} = J1 ] && mkdir {marks}/J1 2>/dev/null; then sleep 60; fi; "
+               "sleep 1; echo {well} > {output_dir}/{well}.txt")
+    wells = ["J1"] + ["S%d" % i for i in range(1, 7)]
+    write_json(tmp_path / "job.json", {"marks": str(marks), "groups": [
+        {"well": w, "output": "out/%s" % w} for w in wells]})
+    config = config_with(tmp_path, APP_NAME="SpotRun", COMMAND=command)
+    with own_emulator(tmp_path) as (url, env):
+        result = subprocess.run(
+            [sys.executable, "run.py", "--config", config, "local", str(tmp_path / "job.json"),
+             "--workers", "2", "--spot-notice", "2,30", "--out", str(tmp_path / "out")],
+            cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
+        assert result.returncode == 0, result.stdout + result.stderr
+        import boto3
+        logs = boto3.session.Session(region_name="us-east-1").client(
+            "logs", endpoint_url=url, aws_access_key_id="testing",
+            aws_secret_access_key="testing")
+        tries = joblog.read(logs, "SpotRun")["J1"].tries
+    assert "Spot interruption notice (emulated) for machine" in result.stdout
+    assert "succeeded        %d" % len(wells) in result.stdout
+    assert [t.outcome for t in tries] == ["INTERRUPTED", "SUCCESS"], \
+        [t.as_dict() for t in tries]
+    # taken again within seconds of the notice, not when the machine ended
+    assert tries[1].start_ms - tries[0].start_ms < 10000, [t.as_dict() for t in tries]
+    page = (tmp_path / "out" / "SpotRun-report.html").read_text(encoding="utf-8")
+    assert "J1, try 1: INTERRUPTED" in page
+
+
+def test_a_spot_notice_on_the_last_machine_ends_the_run_in_one_line(user_env, tmp_path):
+    """The emulated fleet replaces no machine: with the only one gone and its job
+    back on the queue, the run says why it stops instead of waiting for ever."""
+    write_json(tmp_path / "job.json", {"groups": [{"well": "J1", "output": "out/J1"}]})
+    config = config_with(tmp_path, APP_NAME="LastMachine", COMMAND="sleep 60")
+    result = subprocess.run(
+        [sys.executable, "run.py", "--config", config, "local", str(tmp_path / "job.json"),
+         "--workers", "1", "--spot-notice", "1,2", "--out", str(tmp_path / "out")],
+        cwd=REPO, env=user_env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.strip().splitlines() == [
+        "error: The spot notice ended the last machine, and the emulated fleet, unlike AWS's, "
+        "never replaces one; give --spot-notice a machine to spare (more --workers, or an "
+        "earlier AFTER)."], result.stdout + result.stderr

@@ -10,7 +10,7 @@ import zlib
 
 import pytest
 
-from conftest import REGION, REPO, _start_emulator, _stop, emulator_env, write_json
+from conftest import REGION, REPO, own_emulator, write_json
 from test_local import config_with
 
 # the tests share one account (a module fixture): one process runs them, in order
@@ -56,10 +56,7 @@ def failing_local_run(tmp_path_factory):
     run locally against an emulator that outlives the run, so the commands a user
     runs afterwards read the same account."""
     tmp = tmp_path_factory.mktemp("report")
-    proc, log, url = _start_emulator(tmp, False)
-    try:
-        (tmp / "home").mkdir()
-        env = emulator_env(url, str(tmp / "home"))
+    with own_emulator(tmp) as (url, env):
         job = json.load(open(os.path.join(REPO, "files", "exampleJob.json")))
         job["groups"].append({"well": "Z99", "input": ["exampleData/summarize.py"],
                               "output": "exampleOutput/Plate1/Z99"})
@@ -71,9 +68,6 @@ def failing_local_run(tmp_path_factory):
                                 cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
         assert result.returncode == 1, result.stdout + result.stderr
         yield Run(result, out / "ReportRun-report.html", env, config, url)
-    finally:
-        _stop(proc)
-        log.close()
 
 
 class Run:

@@ -193,6 +193,10 @@ def test_run_py_monitor_ends_idle_machines_then_finishes(started_run, boto):
     # the ECS agent config drains a machine on its spot interruption notice
     agent = boto("s3").get_object(Bucket=BUCKET, Key="ecsconfigs/ScaleTest_ecs.config")
     assert "ECS_ENABLE_SPOT_INSTANCE_DRAINING=true" in agent["Body"].read().decode().split("\n")
+    # ...and ECS may stop its tasks then, before their replacements run
+    service, = boto("ecs").describe_services(cluster="default",
+                                             services=["ScaleTestService"])["services"]
+    assert service["deploymentConfiguration"]["minimumHealthyPercent"] < 100, service
     log = open(r["dir"] / "monitor.log", "w+")
     proc = subprocess.Popen([sys.executable, os.path.join(REPO, "run.py"), "--config",
                              r["config"], "monitor", r["monitor_file"]], cwd=str(r["dir"]),

@@ -338,6 +338,8 @@ class Worker(object):
     def _settle(self, job, outcome, log):
         """Delete, release or dead-letter the message; return the outcome."""
         if outcome in ("SUCCESS", "SKIPPED-already-done", "SKIPPED-duplicate"):
+            if outcome == "SKIPPED-duplicate":
+                self._record_duplicate(job, log)
             try:
                 self._carry("delete_message", lambda: self.sqs.delete_message(
                     QueueUrl=self.s.queue_url, ReceiptHandle=job.receipt), log)
@@ -356,6 +358,19 @@ class Worker(object):
         else:
             return self._count_failure(job, log)
         return outcome
+
+    def _record_duplicate(self, job, log):
+        """A second message of a job done once: the monitor and status count the
+        job once by subtracting these records (one per message, so a copy that
+        comes back is not counted again)."""
+        try:
+            self._carry("writing the duplicate record", lambda: self.s3.put_object(
+                Bucket=self.s.bucket,
+                Key=self._record("duplicate", job.message.get("MessageId", job.key)),
+                Body=job.key.encode("ascii")), log)
+        except (ClientError, BotoCoreError, Stopping) as e:
+            log.warning("could not record this duplicate (%s); the run's "
+                        "counts show it as a job of its own", e)
 
     def _record(self, kind, key):
         return "%s/%s/%s/%s/%s" % (RECORDS, self.s.app_name, self.s.run_id,

@@ -2,48 +2,37 @@
 
 An AWS emulator (moto) starts in this process on 127.0.0.1, and the real
 setup, submitJob, startCluster and monitor code runs against it. The only
-code here that AWS runs do not share is the Launcher, which stands in for
-ECS: it reads the service's desired count and the task definition that setup
-registered, and keeps that many workers running with exactly that
-environment, as local processes or as containers. Like ECS, it places them
-on the fleet's (emulated) machines, TASKS_PER_MACHINE each, and tells each
-worker its machine (INSTANCE_ID), so the monitor's scale-in ends idle
-machines here as it does on AWS, and their workers stop with them.
+code AWS runs do not share is the Launcher (launcher.py), which stands in
+for ECS and its awslogs driver.
 """
 import json
 import logging
 import os
-import re
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 
-from ds import REPO, WORKER_DIR
+from ds import REPO
 from ds.core.aws import Session
 from ds.core.errors import UserError
-from ds.commands import awslogs
+from ds.commands.launcher import Launcher, SpotNotice, ensure_dir
 from ds.commands.setup import setup
 from ds.commands.start import start_cluster
 from ds.commands.submit import submit_job
 from ds.commands.transfer import download_outputs, output_locations, upload_folder
+from ds.monitor import scalein
 from ds.monitor.laptop import monitor
 from ds.operate import failures, joblog
-from ds.resources import cluster, fleet, jobs, queue, records
+from ds.resources import jobs, queue, records
 from ds.core.settings import Settings
 
 RUN_DIR = os.path.join(REPO, ".local-run")
 POLL_SECONDS = 1           # the monitor's poll in local runs
-RECONCILE_SECONDS = 0.5    # how often the launcher compares desired and running workers
-STOP_GRACE = 20            # seconds a worker gets to release its job after SIGTERM
 LOG_TAIL = failures.TAIL    # lines of a failed job's log shown in the summary
 MAX_FAILURES_SHOWN = 3     # failed jobs whose log tail the summary shows
-QUICK_EXIT = 5             # a worker that exits sooner than this many seconds...
-MAX_QUICK_EXITS = 3        # ...this many times in a row cannot start: stop the run
 DUMMY_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local",
                      "AWS_SESSION_TOKEN": "local"}
 
@@ -77,154 +66,6 @@ class Emulator:
         if self.server is not None:
             self.server.stop()
             os.environ.pop("AWS_ENDPOINT_URL", None)
-
-
-class Launcher(threading.Thread):
-    """Stands in for ECS: keeps the service's desired count of workers running."""
-
-    def __init__(self, ecs, ec2, settings, workdir, docker=None, jobs_waiting=lambda: True,
-                 logs=None):
-        super().__init__(daemon=True)
-        self.ecs, self.ec2, self.s, self.workdir, self.docker = ecs, ec2, settings, workdir, docker
-        self.logs = logs           # where the tasks' output goes, as the awslogs driver sends it
-        self.fleet_id = None       # set once startCluster has requested the fleet
-        # A DS-family worker exits when the queue is empty, and ECS starts it again:
-        # a quick exit is a crash only while jobs wait for it.
-        self.jobs_waiting = jobs_waiting
-        self.procs = []
-        self.started = 0
-        self.halt = threading.Event()
-        self.lock = threading.Lock()
-        self.error = None
-        self.crashes = 0
-
-    def desired(self):
-        """(desired count, container definition) as ECS has them now."""
-        service = cluster.describe_service(self.ecs, self.s)
-        if not service:
-            return 0, None
-        td = self.ecs.describe_task_definition(taskDefinition=service["taskDefinition"])
-        return service["desiredCount"], td["taskDefinition"]["containerDefinitions"][0]
-
-    def task_env(self, container):
-        """The task definition's environment, plus what the task role gives on AWS."""
-        env = {v["name"]: v["value"] for v in container.get("environment", [])}
-        keep = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "SYSTEMROOT", "PYTHONPATH")
-        base = {k: os.environ[k] for k in keep if k in os.environ}
-        base.update({k: os.environ[k] for k in os.environ if k.startswith("AWS_")
-                     and k not in env})  # endpoint and credentials: the "role" here
-        base.update(env)
-        base["WORKER_SCRATCH"] = _ensure_dir(os.path.join(self.workdir, "scratch"))
-        base["PYTHONUNBUFFERED"] = "1"
-        return base
-
-    def machines(self):
-        """The fleet's running machines, as ECS would see them join the cluster."""
-        if self.fleet_id is None or not fleet.describe(self.ec2, self.fleet_id):
-            return []
-        return fleet.instances(self.ec2, self.fleet_id)
-
-    def start_task(self, container, machine):
-        self.started += 1
-        name = "task%d" % self.started
-        log = awslogs.ContainerLog(self.logs, container, os.path.join(self.workdir, name + ".log"))
-        env = self.task_env(container)
-        env["INSTANCE_ID"] = machine
-        if self.docker:
-            cmd = [self.docker, "run", "--rm", "--network", "host", "--pull", "never",
-                   "--name", self.container_name(name)]
-            if container.get("privileged"):
-                cmd.append("--privileged")  # as ECS runs it: s3fs in the image needs FUSE
-            for k, v in env.items():
-                if k not in ("PATH", "HOME", "PYTHONPATH", "WORKER_SCRATCH", "TMPDIR"):
-                    cmd += ["-e", "%s=%s" % (k, v)]
-            cmd.append(container["image"])
-            env = dict(os.environ)  # the engine's own settings; the task's go in with -e
-        else:
-            # run-worker.sh calls python3 (or WORKER_PYTHON): make that this interpreter.
-            env["WORKER_PYTHON"] = sys.executable
-            cmd = ["bash", os.path.join(WORKER_DIR, "run-worker.sh")]
-        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
-        log.follow(proc.stdout)
-        proc.log = log
-        proc.name = name
-        proc.machine = machine
-        proc.began = time.monotonic()
-        self.procs.append(proc)
-
-    def container_name(self, task):
-        return "%s-%s-%d" % (self.s.APP_NAME, task, os.getpid())
-
-    def stop_task(self, proc):
-        self._ask_to_stop(proc)
-        self._reap(proc)
-
-    def _ask_to_stop(self, proc):
-        """SIGTERM, as ECS does: the worker releases its job and exits."""
-        if self.docker:
-            subprocess.Popen([self.docker, "stop", "-t", str(STOP_GRACE),
-                              self.container_name(proc.name)],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        elif proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-
-    def _reap(self, proc):
-        try:
-            proc.wait(STOP_GRACE + 5)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        proc.log.close()
-
-    def reconcile(self):
-        count, container = self.desired()
-        machines = self.machines()
-        with self.lock:
-            for proc in [p for p in self.procs if p.machine not in machines]:
-                self.procs.remove(proc)   # its machine was ended: its tasks go with it
-                self.stop_task(proc)
-            for proc in [p for p in self.procs if p.poll() is not None]:
-                # ECS replaces a task that died; so do we, unless tasks die at birth.
-                self.procs.remove(proc)
-                proc.log.close()
-                quick = time.monotonic() - proc.began < QUICK_EXIT and self.jobs_waiting()
-                self.crashes = self.crashes + 1 if quick else 0
-                if self.crashes >= MAX_QUICK_EXITS:
-                    raise RuntimeError("%d workers in a row exited at once; the last said: %s"
-                                       % (self.crashes,
-                                          _last_line(proc.log.name, self.s.APP_NAME)))
-            count = min(count, len(machines) * self.s.TASKS_PER_MACHINE)
-            while len(self.procs) > count:
-                self.stop_task(self.procs.pop())
-            while len(self.procs) < count:
-                self.start_task(container, self._emptiest(machines))
-
-    def _emptiest(self, machines):
-        load = {m: 0 for m in machines}
-        for proc in self.procs:
-            load[proc.machine] += 1
-        return min(machines, key=lambda m: load[m])
-
-    def run(self):
-        while not self.halt.is_set():
-            try:
-                self.reconcile()
-            except Exception as e:  # surface in the main thread, never die silently
-                self.error = e
-                return
-            self.halt.wait(RECONCILE_SECONDS)
-
-    def stop(self):
-        self.halt.set()
-        if self.is_alive():
-            self.join()
-        with self.lock:
-            procs, self.procs = self.procs, []
-        for proc in procs:  # all at once: each may take a while to let go of its job
-            self._ask_to_stop(proc)
-        for proc in procs:
-            self._reap(proc)
 
 
 def summarize(tries, failed_jobs, submitted, done, wall, out_dir, n_files, report_path,
@@ -291,21 +132,38 @@ def local_settings(settings, workers, docker):
     return s
 
 
+def spot_notice(text):
+    """--spot-notice AFTER[,PERIOD] (seconds) as a SpotNotice, or None."""
+    if text is None:
+        return None
+    try:
+        numbers = [float(x) for x in text.split(",")]
+    except ValueError:
+        numbers = []
+    if not 1 <= len(numbers) <= 2 or min(numbers) < 0:
+        raise UserError("--spot-notice %s: give AFTER or AFTER,PERIOD in seconds, such as "
+                        "--spot-notice 30 or --spot-notice 30,10." % text)
+    return SpotNotice(*numbers)
+
+
 def run(settings, args):
     """The whole run: emulate, set up, submit, start, watch, clean up, download."""
     began = time.monotonic()
     docker = container_engine() if args.docker else None
     s = local_settings(settings, args.workers, docker)
     bodies = jobs.load_messages(args.jobfile, s.COMMAND)  # fail on a bad file before anything
-    workdir = tempfile.mkdtemp(prefix="run-", dir=_ensure_dir(RUN_DIR))
+    notice = spot_notice(args.spot_notice)
+    workdir = tempfile.mkdtemp(prefix="run-", dir=ensure_dir(RUN_DIR))
     try:
         with Emulator() as emu:
             print("AWS emulator at %s (nothing here touches your AWS account)." % emu.url)
             aws = Session(s)
             sqs = aws.client("sqs")  # made here: creating clients is not thread-safe
+            s3 = aws.client("s3")
             launcher = Launcher(aws.client("ecs"), aws.client("ec2"), s, workdir, docker,
                                 jobs_waiting=lambda: _jobs_waiting(sqs, s),
-                                logs=aws.client("logs"))
+                                logs=aws.client("logs"), notice=notice,
+                                busy_machines=lambda: _busy_since(s3, s))
             try:
                 return _run(aws, s, args, bodies, launcher, workdir, began)
             finally:
@@ -360,23 +218,13 @@ def _run(aws, s, args, bodies, launcher, workdir, began):
     return 1 if failed else 0
 
 
-# Lines of run-worker.sh and the machine monitor that come with every exit, and
-# the container engine's own notes (logrus: `WARN[0003] ...`, `time="..." level=...`);
-# the worker's own complaint (why it died) is the last line that is neither.
-ENGINE_NOTE = re.compile(r'^(?:(?:WARN|ERRO|INFO|DEBU)\[\d+\]|time="[^"]*" level=)')
-
-
-def _wrapper_line(line, app_name):
-    return ENGINE_NOTE.match(line) or any(
-        m in line for m in ("[run-worker]", "[%s monitor " % app_name, "instance-setup:"))
-
-
-def _last_line(path, app_name):
-    with open(path, "rb") as f:
-        lines = [l.strip() for l in f.read().decode("utf-8", "replace").splitlines()
-                 if l.strip()]
-    own = [l for l in lines if not _wrapper_line(l, app_name)]
-    return (own or lines or ["(nothing)"])[-1]
+def _busy_since(s3, s):
+    """{machine: when its oldest busy record was written}: the machines holding a job."""
+    since = {}
+    for machine, written in scalein.busy_records(s3, s.AWS_BUCKET, s.APP_NAME,
+                                                 s.SQS_MESSAGE_VISIBILITY):
+        since[machine] = min(written, since.get(machine, written))
+    return since
 
 
 def _jobs_waiting(sqs, s):
@@ -387,12 +235,9 @@ def _jobs_waiting(sqs, s):
 
 def _launcher_ok(launcher):
     if launcher.error is not None:
-        raise UserError("Could not start local workers: %s" % launcher.error)
-
-
-def _ensure_dir(path):
-    os.makedirs(path, exist_ok=True)
-    return path
+        error = launcher.error
+        raise UserError(str(error) if isinstance(error, RuntimeError)   # the launcher's own
+                        else "Could not run local workers: %s" % error)
 
 
 def _create_bucket(s3, bucket, region):

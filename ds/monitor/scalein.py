@@ -35,18 +35,23 @@ def records_prefix(app_name):
     return "%s%s/" % (PREFIX, app_name)
 
 
-def busy_workers(s3, bucket, app_name, lease, now=None):
-    """{instance id: number of workers holding a job}, from fresh busy records."""
+def busy_records(s3, bucket, app_name, lease, now=None):
+    """(instance id, when written) of every fresh busy record."""
     now = now or datetime.datetime.now(datetime.timezone.utc)
     prefix = records_prefix(app_name)
-    found = {}
     pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
     for page in pages:
         for obj in page.get("Contents", []):
             parts = obj["Key"][len(prefix):].split("/")
-            if len(parts) != 2 or (now - obj["LastModified"]).total_seconds() > lease:
-                continue
-            found[parts[0]] = found.get(parts[0], 0) + 1
+            if len(parts) == 2 and (now - obj["LastModified"]).total_seconds() <= lease:
+                yield parts[0], obj["LastModified"]
+
+
+def busy_workers(s3, bucket, app_name, lease, now=None):
+    """{instance id: number of workers holding a job}, from fresh busy records."""
+    found = {}
+    for machine, _written in busy_records(s3, bucket, app_name, lease, now):
+        found[machine] = found.get(machine, 0) + 1
     return found
 
 

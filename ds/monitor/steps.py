@@ -11,7 +11,7 @@ from ds.core import wait
 from ds.core.aws import explain, unless_gone
 from ds.monitor import scalein
 from ds.operate import cost
-from ds.resources import alarms, boot, cluster, dashboard, fleet, logs, queue
+from ds.resources import alarms, boot, cluster, dashboard, fleet, logs, queue, records
 
 CHEAPEST_AFTER = 15 * 60        # --cheapest: stop replacing machines after this long
 CLUSTER_DRAIN_TIMEOUT = 10 * 60
@@ -49,6 +49,12 @@ class Run:
     def dead_letters(self):
         return queue.dead_letters(self.sqs, self.s)
 
+    def duplicates(self, url):
+        """Messages that were second copies of jobs done once: not jobs of their own."""
+        run_id = records.run_id(self.sqs, url)
+        return records.duplicates(self.s3, self.s.AWS_BUCKET, self.s.APP_NAME,
+                                  run_id) if run_id else 0
+
     def anything_left(self):
         """Whether any part of the run is still there (teardown may have stopped midway)."""
         with explain("look up the resources of run %s" % self.s.APP_NAME):
@@ -84,6 +90,7 @@ class Run:
                   % (visible, in_flight, done, dead, len(running),
                      "" if len(running) == 1 else "s"))
         if visible == 0 and in_flight == 0:
+            self.total = max(total - self.duplicates(url), 0)
             return True
         self.scalein.poll(visible, in_flight, running)
         if cheapest and time.time() - self.started > CHEAPEST_AFTER:

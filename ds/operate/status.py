@@ -13,15 +13,6 @@ BAR = 30                  # characters of the progress bar
 EVENTS_SHOWN = 3          # latest fleet error events shown
 
 
-def done_from_records(aws, settings, url):
-    """Done jobs from the done records, or None where the run has none (an older queue)."""
-    run_id = records.run_id(aws.client("sqs"), url)
-    if not run_id:
-        return None
-    return len(records.done_keys(aws.client("s3"), settings.AWS_BUCKET, settings.APP_NAME,
-                                 run_id))
-
-
 def jobs(aws, settings):
     sqs = aws.client("sqs")
     url = queue.find_url(sqs, settings.SQS_QUEUE_NAME)
@@ -29,16 +20,23 @@ def jobs(aws, settings):
         return None
     visible, in_flight = queue.counts(sqs, url)
     dead = queue.dead_letters(sqs, settings)
-    total = queue.submitted(sqs, url)
-    # Every submitted job is queued, in flight, dead or deleted; workers delete
-    # a message only after its outputs are uploaded (or, for a second copy of a
-    # job already done, unrun: the records count that job once, the total twice).
+    submitted = queue.submitted(sqs, url)
+    # Every submitted message is queued, in flight, dead or deleted; workers delete
+    # a message only after its outputs are uploaded, or unrun as the second copy
+    # of a job done once (a duplicate record each: that job counts once).
+    done, duplicates = None, 0
+    run_id = records.run_id(sqs, url)
+    if run_id:
+        s3 = aws.client("s3")
+        done = len(records.done_keys(s3, settings.AWS_BUCKET, settings.APP_NAME, run_id))
+        duplicates = records.duplicates(s3, settings.AWS_BUCKET, settings.APP_NAME, run_id)
+    total = max(submitted - duplicates, 0)
     deleted = max(total - visible - in_flight - dead, 0)
-    done, source = done_from_records(aws, settings, url), "done records"
-    if done is None or deleted > done:   # the label names the count given
+    source = "done records"
+    if done is None or deleted > done:   # no records (an older queue, an image's own worker)
         done, source = deleted, "queue counts"
     return {"total": total, "done": done, "done_from": source, "queued": visible,
-            "running": in_flight, "failed": dead}
+            "running": in_flight, "failed": dead, "duplicates": duplicates}
 
 
 def rate(aws, settings, started, now):

@@ -102,18 +102,28 @@ def describe_service(ecs, settings):
     return None
 
 
+# ECS may stop every task of a machine at its spot interruption notice (the
+# agent's ECS_ENABLE_SPOT_INSTANCE_DRAINING sets it DRAINING) before a replacement
+# runs: with the default minimum of 100% ECS would wait for replacements, and
+# with every machine full the task would run on until the machine is gone, two
+# minutes later, its job held. Stopped, the worker lets its job go at once. A
+# maximum of 100% never runs more workers than asked for.
+DEPLOYMENT = {"minimumHealthyPercent": 0, "maximumPercent": 100}
+
+
 def ensure_service(ecs, settings, task_definition_arn):
-    """Create the service at desired count 0, or point it at the new revision."""
+    """Create the service at desired count 0 if there is none; then point it at the
+    new revision with DEPLOYMENT (an existing service may predate it)."""
     name = service_name(settings)
     with explain("create ECS service %s" % name):
-        if describe_service(ecs, settings):
-            ecs.update_service(cluster=settings.ECS_CLUSTER, service=name,
-                               taskDefinition=task_definition_arn)
-        else:
+        if not describe_service(ecs, settings):
             ecs.create_service(cluster=settings.ECS_CLUSTER, serviceName=name,
                                taskDefinition=task_definition_arn, desiredCount=0,
-                               launchType="EC2",
+                               launchType="EC2", deploymentConfiguration=DEPLOYMENT,
                                tags=[{"key": "APP_NAME", "value": settings.APP_NAME}])
+        ecs.update_service(cluster=settings.ECS_CLUSTER, service=name,
+                           taskDefinition=task_definition_arn,
+                           deploymentConfiguration=DEPLOYMENT)
     wait.until(lambda: (describe_service(ecs, settings) or {}).get("status") == "ACTIVE",
                "ECS service %s to become active" % name)
 

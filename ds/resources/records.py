@@ -5,6 +5,8 @@ Layout (the worker writes, the control plane reads):
   ds-records/<APP_NAME>/<RUN_ID>/failed/<job_key>   how often its tool failed
   ds-records/<APP_NAME>/<RUN_ID>/dead/<job_key>     a copy of the job is in the
                                                     dead-letter queue (sent once)
+  ds-records/<APP_NAME>/<RUN_ID>/duplicate/<message id>  a second message of a job
+                                                    done once, deleted unrun
 A job key is a hash of the job's content, fixed at submit time, so a job
 delivered twice (or submitted twice) is recognised. The run id is made by
 setup, kept as a tag on the job queue and handed to the workers as RUN_ID, so
@@ -50,6 +52,12 @@ def _keys_under(s3, bucket, prefix):
 def done_keys(s3, bucket, app_name, run_id):
     """The set of job keys that completed in this run."""
     return _keys_under(s3, bucket, done_prefix(app_name, run_id))
+
+
+def duplicates(s3, bucket, app_name, run_id):
+    """How many messages were second copies of jobs done once (submitted twice):
+    the queue's submitted count holds them, the run's job count must not."""
+    return len(_keys_under(s3, bucket, run_prefix(app_name, run_id) + "duplicate/"))
 
 
 def run_id(sqs, queue_url):

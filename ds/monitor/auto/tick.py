@@ -21,7 +21,7 @@ from ds.core.errors import UserError
 from ds.core.settings import Settings
 from ds.monitor import steps
 from ds.monitor.auto import function, state
-from ds.resources import outcome, queue
+from ds.resources import outcome
 
 TICK_BUDGET = 120   # seconds of teardown steps per tick; the function may run 300
 PATIENCE = 60       # seconds one AWS call of a tick is retried while AWS fails it
@@ -110,7 +110,7 @@ def _watch(run, info):
         if not run.poll(url, False):
             return False
         with explain("count the jobs of run %s" % run.s.APP_NAME):
-            total, dead = queue.submitted(run.sqs, url), run.dead_letters()
+            total, dead = run.total, run.dead_letters()
     except UserError:
         if run.queue_url() is not None:
             raise
