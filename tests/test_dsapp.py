@@ -322,6 +322,37 @@ def test_ds_style_image_runs_with_local_docker(tmp_path, user_env):
         in result.stdout
 
 
+def test_ds_style_image_missing_a_knob_stops_the_run_naming_it(tmp_path, user_env):
+    image = _fixture_image()
+    text = FIXTURE_CONFIG.replace("MY_NAME = 'the fixture app'\n", "") + \
+        "DOCKERHUB_TAG = %r\n" % image
+    result = local_docker(tmp_path, user_env, text)
+    assert "Traceback" not in result.stderr, result.stdout + result.stderr
+    line = one_line_error(result)
+    assert "Could not start local workers" in line and "KeyError: 'MY_NAME'" in line, \
+        result.stdout + result.stderr
+
+
+def test_a_line_written_in_pieces_stays_whole_beside_the_other_stream(tmp_path):
+    """The cause of the missing-knob test's rare failure ("the last said: : 'MY_NAME'"):
+    with PYTHONUNBUFFERED (the worker image sets it) a traceback's last line is
+    written in pieces, and a wrapper's line on stdout, merged into one pipe, could
+    land between them. Each stream is read line by line, as the awslogs driver does."""
+    from ds.commands.awslogs import ContainerLog
+    from ds.commands.launcher import last_line
+    script = ("import sys, time\n"
+              "sys.stderr.write('KeyError'); sys.stderr.flush(); time.sleep(0.3)\n"
+              "print('[run-worker] all workers stopped (status 1)', flush=True)\n"
+              "time.sleep(0.3); sys.stderr.write(\": 'MY_NAME'\\n\")\n")
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    log = ContainerLog(None, {"name": "app"}, str(tmp_path / "task1.log"))
+    log.follow(proc.stdout, proc.stderr)
+    proc.wait()
+    log.close()
+    assert last_line(str(tmp_path / "task1.log"), "App") == "KeyError: 'MY_NAME'"
+
+
 def test_the_container_engines_notes_are_not_quoted_as_the_workers_last_words(tmp_path):
     from ds.commands.launcher import last_line
     log = tmp_path / "task1.log"

@@ -7,6 +7,12 @@ job's own stream and in this copy. A local run writes both too, so every
 reader is tested against the log group as it looks on AWS. The task's output
 also stays in a local file, which the launcher reads when a worker cannot
 start.
+
+Like the driver, it reads the container's stdout and stderr apart, each line
+by line. Merged into one pipe, a line written in pieces (Python's traceback
+with PYTHONUNBUFFERED, as the worker image sets it) could be cut by a line of
+the other stream ("KeyError" + a wrapper's line + ": 'MY_NAME'"), and the
+launcher would quote the wrong last words.
 """
 import logging
 import threading
@@ -43,27 +49,34 @@ class ContainerLog:
                 boto3_client=logs, create_log_group=False, send_interval=SEND_INTERVAL)
             self.handler.setFormatter(logging.Formatter("%(message)s"))
             self.logger.addHandler(self.handler)
-        self.thread = None
+        self.threads = []
+        self.lock = threading.Lock()   # whole lines, one at a time
 
-    def follow(self, pipe):
-        """Copy `pipe` (the task's stdout) until it closes, in a thread of its own."""
-        self.thread = threading.Thread(target=self._copy, args=(pipe,), daemon=True)
-        self.thread.start()
+    def follow(self, *pipes):
+        """Copy each of `pipes` (the task's stdout, stderr) until it closes."""
+        for pipe in pipes:
+            thread = threading.Thread(target=self._copy, args=(pipe,), daemon=True)
+            thread.start()
+            self.threads.append(thread)
 
     def _copy(self, pipe):
         for raw in iter(pipe.readline, b""):
-            self.file.write(raw)
-            self.file.flush()
             line = raw.decode("utf-8", "replace").rstrip("\r\n")
-            if line:
-                self.logger.info(line)
+            with self.lock:
+                if self.file.closed:
+                    break    # a child outlived the task: its words are not the task's
+                self.file.write(raw if raw.endswith(b"\n") else raw + b"\n")
+                self.file.flush()
+                if line:
+                    self.logger.info(line)
         pipe.close()
 
     def close(self):
         """Wait for the output to end (the task has exited), then send what is left."""
-        if self.thread is not None:
-            self.thread.join(10)
-        self.file.close()
+        for thread in self.threads:
+            thread.join(10)
+        with self.lock:
+            self.file.close()
         if self.handler is not None:
             self.logger.removeHandler(self.handler)
             self.handler.close()   # flushes the last batch

@@ -118,9 +118,9 @@ class Launcher(threading.Thread):
             # run-worker.sh calls python3 (or WORKER_PYTHON): make that this interpreter.
             env["WORKER_PYTHON"] = sys.executable
             cmd = ["bash", os.path.join(WORKER_DIR, "run-worker.sh")]
-        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 stdin=subprocess.DEVNULL, start_new_session=True)
-        log.follow(proc.stdout)
+        log.follow(proc.stdout, proc.stderr)
         proc.log = log
         proc.name = name
         proc.machine = machine
