@@ -296,6 +296,45 @@ def test_a_failed_delete_after_the_dead_letter_move_sends_no_second_copy(
     assert queue_counts(sqs, dlq) == (1, 0)
 
 
+def test_a_dead_record_of_another_message_does_not_swallow_the_job(setup, workers, aws_env):
+    """The job was dead-lettered once before in this run, and is back in a new
+    message (SQS's move task keeps the records): failing again, it is sent to the
+    dead-letter queue again, not deleted as if its copy were there."""
+    sqs, s3, queue, dlq = setup
+    s3.put_object(Bucket=BUCKET, Key="ds-records/TestApp/run1/dead/k1", Body=b"an-older-message")
+    send_jobs(sqs, queue, {"job_key": "k1"}, [{"job_name": "again"}])
+    workers.start(worker_env(aws_env, queue, BUCKET, "exit 3", RUN_ID="run1", JOB_RETRIES=1,
+                             SQS_DEAD_LETTER_QUEUE_URL=dlq))
+    wait_until(lambda: queue_counts(sqs, dlq)[0] == 1, 30, "the job in the DLQ")
+    assert drained(sqs, queue)
+
+
+def test_the_same_message_again_after_a_lost_delete_is_no_duplicate(setup, workers, aws_env):
+    """Done, but its delete is refused: the message comes back after the lease
+    and is skipped. It is the job's own message, not a second submission, so no
+    duplicate record takes it off the run's job count."""
+    from faultproxy import FaultProxy
+    sqs, s3, queue, dlq = setup
+    send_jobs(sqs, queue, {"job_key": "k1"}, [{"job_name": "once"}])
+    refused = []
+
+    def refuse_once(action):
+        if action == "DeleteMessage" and not refused:
+            refused.append(action)
+            return True
+        return False
+    with FaultProxy(aws_env["AWS_ENDPOINT_URL"], refuse=refuse_once) as proxy:
+        w = workers.start(worker_env(dict(aws_env, AWS_ENDPOINT_URL=proxy.url), queue, BUCKET,
+                                     "true", RUN_ID="run1", SQS_MESSAGE_VISIBILITY=2))
+        w.wait_for("outcome SKIPPED-duplicate", timeout=60)
+        wait_until(lambda: drained(sqs, queue), 30, "the job queue empty")
+        w.stop()
+    assert refused
+    assert s3_keys(s3, BUCKET, "ds-records/TestApp/run1/done/") == \
+        ["ds-records/TestApp/run1/done/k1"]
+    assert s3_keys(s3, BUCKET, "ds-records/TestApp/run1/duplicate/") == []
+
+
 def test_idle_worker_exits_promptly_on_sigterm(setup, workers, aws_env):
     sqs, s3, queue, dlq = setup
     w = workers.start(worker_env(aws_env, queue, BUCKET, "true"))

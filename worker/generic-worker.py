@@ -359,15 +359,24 @@ class Worker(object):
             return self._count_failure(job, log)
         return outcome
 
+    @staticmethod
+    def _message_id(job):
+        return job.message.get("MessageId", "").encode("ascii", "replace")
+
     def _record_duplicate(self, job, log):
-        """A second message of a job done once: the monitor and status count the
-        job once by subtracting these records (one per message, so a copy that
-        comes back is not counted again)."""
+        """A second message of a job done once (the job submitted twice): the
+        monitor and status subtract these records from the messages submitted,
+        so the job counts once. The done record names the message that did the
+        job; that same message delivered again (a lost delete, a lost lease) is
+        no second submission."""
         try:
+            done_by = self._read_record("done", job.key, log)
+            if not done_by or done_by == self._message_id(job).decode("ascii"):
+                return   # the same message again, or a record too old to say
             self._carry("writing the duplicate record", lambda: self.s3.put_object(
-                Bucket=self.s.bucket,
-                Key=self._record("duplicate", job.message.get("MessageId", job.key)),
-                Body=job.key.encode("ascii")), log)
+                Bucket=self.s.bucket, Key=self._record("duplicate", done_by + "-"
+                                                        + self._message_id(job).decode("ascii")),
+                Body=b"1"), log)
         except (ClientError, BotoCoreError, Stopping) as e:
             log.warning("could not record this duplicate (%s); the run's "
                         "counts show it as a job of its own", e)
@@ -452,13 +461,16 @@ class Worker(object):
     def _dead_letter(self, job, log):
         """Move the job to the dead-letter queue (a copy there, then the delete).
 
-        The dead record, written once the copy is there, makes the move
-        idempotent: if the delete fails, the job comes back, and this finds
-        its copy already sent and only deletes."""
+        The dead record, written once the copy is there, names the message
+        moved: if the delete fails, that message comes back, and this finds its
+        copy already sent and only deletes. The job in another message (put
+        back by SQS's move task, say) is sent as any job."""
         try:
-            if job.key is not None and self._read_record("dead", job.key, log) is not None:
-                log.info("already in the dead-letter queue (an earlier move "
-                         "sent it there); deleting this copy")
+            sent_for = (self._read_record("dead", job.key, log)
+                        if job.key is not None else None)
+            if sent_for and sent_for == self._message_id(job).decode("ascii"):
+                log.info("already in the dead-letter queue (an earlier move of "
+                         "this message sent it there); deleting this copy")
             else:
                 self._carry("send_message to the dead-letter queue",
                             lambda: self.sqs.send_message(
@@ -467,7 +479,7 @@ class Worker(object):
                 if job.key is not None:
                     self._carry("writing the dead record", lambda: self.s3.put_object(
                         Bucket=self.s.bucket, Key=self._record("dead", job.key),
-                        Body=b"1"), log)
+                        Body=self._message_id(job)), log)
             self._carry("delete_message", lambda: self.sqs.delete_message(
                 QueueUrl=self.s.queue_url, ReceiptHandle=job.receipt), log)
             log.info("failed JOB_RETRIES=%d times; moved to the dead-letter "
@@ -555,7 +567,8 @@ class Worker(object):
                 # After the outputs, before the delete: a second delivery of
                 # a done job is then skipped, never a half-uploaded one.
                 self._carry("writing the done record", lambda: self.s3.put_object(
-                    Bucket=s.bucket, Key=self._record("done", job.key), Body=b""), log)
+                    Bucket=s.bucket, Key=self._record("done", job.key),
+                    Body=self._message_id(job)), log)
             return "SUCCESS", code, tool_seconds
         finally:
             shutil.rmtree(scratch, ignore_errors=True)

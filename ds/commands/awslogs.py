@@ -23,10 +23,10 @@ import watchtower
 SEND_INTERVAL = 1.0   # seconds between batches; the driver sends about as often
 
 
-def stream_name(container, task_id):
+def stream_name(options, container, task_id):
     """The driver's stream name for this container of task `task_id`."""
-    options = container["logConfiguration"]["options"]
-    return "%s/%s/%s" % (options["awslogs-stream-prefix"], container["name"], task_id)
+    return "%s/%s/%s" % (options.get("awslogs-stream-prefix", container["name"]),
+                         container["name"], task_id)
 
 
 class ContainerLog:
@@ -36,16 +36,17 @@ class ContainerLog:
         self.name = path              # the local file, as for an open file
         self.task_id = uuid.uuid4().hex
         self.file = open(path, "wb")
-        self.logger = logging.getLogger("ds.awslogs.%s" % self.task_id)
-        self.logger.propagate = False
-        self.logger.setLevel(logging.INFO)
+        # a logger of its own, outside logging's registry, which keeps every
+        # logger for ever: a long run starts many tasks
+        self.logger = logging.Logger("ds.awslogs.%s" % self.task_id, logging.INFO)
         self.handler = None
-        options = (container.get("logConfiguration") or {}).get("options") or {}
-        if logs is not None and container.get("logConfiguration", {}).get(
-                "logDriver") == "awslogs":
+        config = container.get("logConfiguration") or {}
+        options = config.get("options") or {}
+        if logs is not None and config.get("logDriver") == "awslogs" \
+                and options.get("awslogs-group"):
             self.handler = watchtower.CloudWatchLogHandler(
                 log_group_name=options["awslogs-group"],
-                log_stream_name=stream_name(container, self.task_id),
+                log_stream_name=stream_name(options, container, self.task_id),
                 boto3_client=logs, create_log_group=False, send_interval=SEND_INTERVAL)
             self.handler.setFormatter(logging.Formatter("%(message)s"))
             self.logger.addHandler(self.handler)

@@ -36,9 +36,9 @@ ECS_DEFAULT_MINIMUM = 100  # minimumHealthyPercent of a service created without 
 
 
 class SpotNotice:
-    """One emulated spot interruption: `after` seconds into the run, the machine
-    that has held a job longest gets the notice (mid-job, as notices come), and
-    ends `period` seconds later."""
+    """One emulated spot interruption: `after` seconds into the run, a machine
+    holding a job (the one whose busy record is oldest) gets the notice, and ends
+    `period` seconds later."""
 
     def __init__(self, after, period=SPOT_NOTICE_PERIOD):
         self.after, self.period = after, period
@@ -164,11 +164,14 @@ class Launcher(threading.Thread):
             self._replace_dead()
             if minimum < 100:
                 # ECS may stop a draining machine's tasks before replacements run
-                for proc in [p for p in self.procs if p.machine in draining]:
+                stopping = [p for p in self.procs if p.machine in draining]
+                for proc in stopping:   # all at once, as ECS does
                     self.procs.remove(proc)
-                    print("Stopped worker %s on draining machine %s; its job goes back to "
+                    print("Stopping worker %s on draining machine %s; its job goes back to "
                           "the queue." % (proc.name, proc.machine))
-                    self.stop_task(proc)
+                    self._ask_to_stop(proc)
+                for proc in stopping:
+                    self._reap(proc)
             elsewhere = [p for p in self.procs if p.machine not in draining]
             want = min(count, len(placeable) * self.s.TASKS_PER_MACHINE)
             while len(elsewhere) > want:

@@ -29,7 +29,8 @@ class Run:
         self.s3 = aws.client("s3")
         self.machines = set()      # every instance seen, for machine-hours
         self.scalein = scalein.ScaleIn(self.ec2, self.s3, settings, fleet_id, per_machine)
-        self.total = 0             # jobs submitted, as of the last look
+        self.total = 0             # messages submitted; once the queue is empty, jobs
+                                   # (second copies of a job done once taken out)
         self.cheapest = False
         self.queue_gone = False    # the last step found no queue
 

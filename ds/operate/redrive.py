@@ -56,9 +56,11 @@ def _move_ourselves(sqs, dlq_url, url, names, dlq_name, forget):
         raise UserError("%d of %d jobs could not be sent and stay in %s; run redrive again."
                         % (len(jobs) - len(moved), len(jobs), dlq_name))
     if undeleted:
-        print("%d cop%s of jobs now back on the queue could not be deleted from %s; "
-              "`python run.py redrive` again deletes them (a job done once is never "
-              "run twice)." % (len(undeleted), "y" if len(undeleted) == 1 else "ies", dlq_name))
+        print("%d cop%s of jobs now back on the queue could not be deleted from %s; within "
+              "%d s they count as failed there again until you delete them in the SQS "
+              "console (each job runs once)."
+              % (len(undeleted), "y" if len(undeleted) == 1 else "ies", dlq_name,
+                 deadletter.PEEK_LEASE))
     return len(moved)
 
 

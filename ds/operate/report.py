@@ -178,5 +178,6 @@ def on_demand(aws, settings, monitor_path):
         else:
             ec2 = aws.client("ec2")
             rows = cost.machines(ec2, fleet_id)
-            hours, usd, _ = cost.estimate(ec2, rows) if rows else (None, None, 0)
+            hours, usd, unpriced = cost.estimate(ec2, rows) if rows else (None, None, 0)
+            usd = None if unpriced else usd   # as the monitor's: no price, no sum
     write(aws, settings, ".", done, dead, hours, usd, started)

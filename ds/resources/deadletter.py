@@ -1,5 +1,7 @@
 """The dead-letter queue: read the failed jobs without taking them out, and move
 them back onto the job queue."""
+import time
+
 import botocore.exceptions
 from botocore.config import Config
 from botocore.parsers import ResponseParserError
@@ -84,25 +86,28 @@ def move(sqs, dlq_url, queue_url, letters):
     unsent_keys = {l.key for l in jobs if id(l) in unsent and l.key is not None}
     gone = [l for l in letters if id(l) not in unsent and l.key not in unsent_keys]
     undeleted = delete(sqs, dlq_url, gone)
-    release(sqs, dlq_url, [l for l in letters if l not in gone])
+    gone_ids = {id(l) for l in gone}
+    release(sqs, dlq_url, [l for l in letters if id(l) not in gone_ids])
     return [l for l in jobs if id(l) not in unsent], undeleted
 
 
 def delete(sqs, url, letters, tries=3):
-    """Delete the letters, trying the ones SQS reports failed again; return those
-    still not deleted."""
-    left = list(letters)
-    for _ in range(tries):
+    """Delete the letters, trying again the ones SQS failed on its side (a
+    SenderFault, such as a stale receipt, never heals); return those not deleted."""
+    left, given_up = list(letters), []
+    for attempt in range(tries):
         failed = []
         for i in range(0, len(left), 10):
             batch = left[i:i + 10]
             answer = sqs.delete_message_batch(QueueUrl=url, Entries=[
                 {"Id": str(n), "ReceiptHandle": l.receipt} for n, l in enumerate(batch)])
-            failed += [batch[int(f["Id"])] for f in answer.get("Failed", [])]
+            for f in answer.get("Failed", []):
+                (given_up if f.get("SenderFault") else failed).append(batch[int(f["Id"])])
         left = failed
         if not left:
             break
-    return left
+        time.sleep(2 ** attempt)  # SQS's own trouble: give it a moment
+    return given_up + left
 
 
 def start_move_task(aws, dlq_url, queue_url):

@@ -52,7 +52,7 @@ def save(s3, bucket, key, info):
     stored = load(s3, bucket, key)
     if stored is None or run_of(stored) != run_of(info):
         raise NotOurs()
-    if stored is not None and _progress(stored) > _progress(info):
+    if _progress(stored) > _progress(info):
         return stored
     upload(s3, bucket, key, info)
     return info

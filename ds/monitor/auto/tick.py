@@ -44,8 +44,8 @@ def tick(aws, bucket, key, show=print, summary=None):
     except state.NotOurs:
         # Another tick ended this run meanwhile; a newer run of the app may own
         # every name now, so this tick stops touching anything.
-        print("The run of spot fleet %s was ended by another look; this one stops."
-              % state.run_of(info))
+        print("Another look has ended the run of spot fleet %s (its monitor file is gone "
+              "or a newer run's); this one stops." % state.run_of(info))
         return True
 
 
