@@ -269,6 +269,19 @@ def test_busy_record_goes_before_the_job_is_let_go(setup, boto, workers, aws_env
         assert not [i for i in busy if clear < i < let_go], calls
 
 
+def refuse_first(name):
+    """A FaultProxy `refuse` that refuses the first call of action `name`; returns
+    (the calls refused, the function)."""
+    refused = []
+
+    def refuse(action):
+        if action == name and not refused:
+            refused.append(action)
+            return True
+        return False
+    return refused, refuse
+
+
 def test_a_failed_delete_after_the_dead_letter_move_sends_no_second_copy(
         setup, workers, aws_env, tmp_path, monkeypatch):
     """The move's delete is refused once: the job comes back, and the worker finds
@@ -277,13 +290,7 @@ def test_a_failed_delete_after_the_dead_letter_move_sends_no_second_copy(
     sqs, s3, queue, dlq = setup
     runs = tmp_path / "runs.txt"
     send_jobs(sqs, queue, {"job_key": "k1"}, [{"job_name": "doomed"}])
-    refused = []
-
-    def refuse_once(action):
-        if action == "DeleteMessage" and not refused:
-            refused.append(action)
-            return True
-        return False
+    refused, refuse_once = refuse_first("DeleteMessage")
     with FaultProxy(aws_env["AWS_ENDPOINT_URL"], refuse=refuse_once) as proxy:
         env = worker_env(dict(aws_env, AWS_ENDPOINT_URL=proxy.url), queue, BUCKET,
                          "echo run >> %s; exit 3" % shlex.quote(str(runs)), RUN_ID="run1",
@@ -316,13 +323,7 @@ def test_the_same_message_again_after_a_lost_delete_is_no_duplicate(setup, worke
     from faultproxy import FaultProxy
     sqs, s3, queue, dlq = setup
     send_jobs(sqs, queue, {"job_key": "k1"}, [{"job_name": "once"}])
-    refused = []
-
-    def refuse_once(action):
-        if action == "DeleteMessage" and not refused:
-            refused.append(action)
-            return True
-        return False
+    refused, refuse_once = refuse_first("DeleteMessage")
     with FaultProxy(aws_env["AWS_ENDPOINT_URL"], refuse=refuse_once) as proxy:
         w = workers.start(worker_env(dict(aws_env, AWS_ENDPOINT_URL=proxy.url), queue, BUCKET,
                                      "true", RUN_ID="run1", SQS_MESSAGE_VISIBILITY=2))
