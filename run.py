@@ -45,7 +45,7 @@ def parse(argv):
                     help="local folder uploaded to the bucket before the run")
     lo.add_argument("--out", default="local-output", help="where the outputs are downloaded")
     lo.add_argument("--spot-notice", metavar="AFTER[,PERIOD]", default=None,
-                    help="AFTER seconds into the run, a machine holding a job gets a spot "
+                    help="the first machine with a job running for AFTER seconds gets a spot "
                          "interruption notice and ends PERIOD (default 120) seconds later, "
                          "as on AWS")
     lo.add_argument("--docker", action="store_true",

@@ -251,7 +251,8 @@ def test_outputs_to_another_bucket_arrive_and_no_aws_only_lines(user_env, tmp_pa
     (["--data", "no-such-folder"], "error: no-such-folder: data folder not found; pass --data "
                                    "DIR (the folder your job file's inputs are in)."),
     (["--spot-notice", "soon"], "error: --spot-notice soon: give AFTER or AFTER,PERIOD in "
-                                "seconds, such as --spot-notice 30 or --spot-notice 30,10."),
+                                "seconds, such as --spot-notice 30 or --spot-notice 30,10; "
+                                "AFTER below a third of SQS_MESSAGE_VISIBILITY."),
 ])
 def test_local_option_mistakes_are_one_line(user_env, tmp_path, args, message):
     result = local(args + ["--out", str(tmp_path / "out")], user_env)
@@ -260,14 +261,15 @@ def test_local_option_mistakes_are_one_line(user_env, tmp_path, args, message):
 
 
 def test_a_spot_notice_gives_the_job_back_at_once(tmp_path):
-    """A machine gets a spot interruption notice mid-job (2 s into the run; it ends
-    30 s later): ECS stops its worker at the notice, so the job is taken again
-    within seconds, and its interrupted try is shown as interrupted, not failed."""
+    """J1's machine gets a spot interruption notice 3 s into J1 (the only job that
+    runs that long) and would end 30 s later: ECS stops its worker at the notice,
+    so the other machine takes J1 again within seconds, and the interrupted try
+    is shown as interrupted, not failed."""
     from ds.operate import joblog
     marks = tmp_path / "marks"
     marks.mkdir()
-    # J1's first try would take a minute; every other try and job takes a second
-    command = ("if [ {well} = J1 ] && mkdir {marks}/J1 2>/dev/null; then sleep 60; fi; "
+    # J1's first try would take 20 s; every other try and job takes a second
+    command = ("if [ {well} = J1 ] && mkdir {marks}/J1 2>/dev/null; then sleep 20; fi; "
                "sleep 1; echo {well} > {output_dir}/{well}.txt")
     wells = ["J1"] + ["S%d" % i for i in range(1, 7)]
     write_json(tmp_path / "job.json", {"marks": str(marks), "groups": [
@@ -276,7 +278,7 @@ def test_a_spot_notice_gives_the_job_back_at_once(tmp_path):
     with own_emulator(tmp_path) as (url, env):
         result = subprocess.run(
             [sys.executable, "run.py", "--config", config, "local", str(tmp_path / "job.json"),
-             "--workers", "2", "--spot-notice", "2,30", "--out", str(tmp_path / "out")],
+             "--workers", "2", "--spot-notice", "3,30", "--out", str(tmp_path / "out")],
             cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
         assert result.returncode == 0, result.stdout + result.stderr
         import boto3

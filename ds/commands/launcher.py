@@ -15,6 +15,7 @@ ECS stops its tasks at once only if the service's minimum healthy percent is
 below 100, places no new task there, and the machine ends when the notice
 period is over, stopping whatever still runs on it.
 """
+import datetime
 import os
 import re
 import signal
@@ -36,9 +37,9 @@ ECS_DEFAULT_MINIMUM = 100  # minimumHealthyPercent of a service created without 
 
 
 class SpotNotice:
-    """One emulated spot interruption: `after` seconds into the run, a machine
-    holding a job (the one whose busy record is oldest) gets the notice, and ends
-    `period` seconds later."""
+    """One emulated spot interruption: the first machine one of whose workers has
+    held a job for `after` seconds (its busy record is that old) gets the notice,
+    mid-job as notices come, and ends `period` seconds later."""
 
     def __init__(self, after, period=SPOT_NOTICE_PERIOD):
         self.after, self.period = after, period
@@ -59,9 +60,8 @@ class Launcher(threading.Thread):
         # a quick exit is a crash only while jobs wait for it.
         self.jobs_waiting = jobs_waiting
         self.notice = notice
-        self.busy_machines = busy_machines   # {machine holding a job: since when}
+        self.busy_machines = busy_machines   # {machine holding a job: since when (UTC)}
         self.draining = set()
-        self.began = None
         self.procs = []
         self.started = 0
         self.halt = threading.Event()
@@ -204,13 +204,15 @@ class Launcher(threading.Thread):
         """Deliver the spot notice when it is due, and end its machine when its
         period is over."""
         n = self.notice
-        if n is None or self.began is None:
+        if n is None:
             return
         now = time.monotonic()
-        if n.machine is None and now >= self.began + n.after:
-            busy = {m: t for m, t in self.busy_machines().items() if m in machines}
-            if busy:   # the notice is for a machine mid-job; wait for one
-                n.machine, n.ends = min(busy, key=busy.get), now + n.period
+        if n.machine is None:
+            utc = datetime.datetime.now(datetime.timezone.utc)
+            due = {m: t for m, t in self.busy_machines().items()
+                   if m in machines and (utc - t).total_seconds() >= n.after}
+            if due:
+                n.machine, n.ends = min(due, key=due.get), now + n.period
                 self.draining.add(n.machine)
                 print("Spot interruption notice (emulated) for machine %s: it is draining "
                       "and ends in %d s." % (n.machine, n.period))
@@ -232,7 +234,6 @@ class Launcher(threading.Thread):
         return min(machines, key=lambda m: load[m])
 
     def run(self):
-        self.began = time.monotonic()
         while not self.halt.is_set():
             try:
                 self.reconcile()

@@ -132,17 +132,20 @@ def local_settings(settings, workers, docker):
     return s
 
 
-def spot_notice(text):
-    """--spot-notice AFTER[,PERIOD] (seconds) as a SpotNotice, or None."""
+def spot_notice(text, settings):
+    """--spot-notice AFTER[,PERIOD] (seconds) as a SpotNotice, or None. AFTER is
+    measured on busy records, which a worker rewrites every lease/3 seconds."""
     if text is None:
         return None
     try:
         numbers = [float(x) for x in text.split(",")]
     except ValueError:
         numbers = []
-    if not 1 <= len(numbers) <= 2 or min(numbers) < 0:
+    if not 1 <= len(numbers) <= 2 or min(numbers) < 0 or \
+            numbers[0] >= settings.SQS_MESSAGE_VISIBILITY / 3.0:
         raise UserError("--spot-notice %s: give AFTER or AFTER,PERIOD in seconds, such as "
-                        "--spot-notice 30 or --spot-notice 30,10." % text)
+                        "--spot-notice 30 or --spot-notice 30,10; AFTER below a third of "
+                        "SQS_MESSAGE_VISIBILITY." % text)
     return SpotNotice(*numbers)
 
 
@@ -152,7 +155,7 @@ def run(settings, args):
     docker = container_engine() if args.docker else None
     s = local_settings(settings, args.workers, docker)
     bodies = jobs.load_messages(args.jobfile, s.COMMAND)  # fail on a bad file before anything
-    notice = spot_notice(args.spot_notice)
+    notice = spot_notice(args.spot_notice, s)
     workdir = tempfile.mkdtemp(prefix="run-", dir=ensure_dir(RUN_DIR))
     try:
         with Emulator() as emu:
