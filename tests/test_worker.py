@@ -136,8 +136,9 @@ def test_failing_job_goes_to_dead_letter_queue(setup, workers, aws_env, tmp_path
     command = "echo fail >> %s; echo broken >&2; exit 3" % shlex.quote(str(runs))
     send_jobs(sqs, queue, {}, [{"job_name": "doomed"}])
     w = workers.start(worker_env(aws_env, queue, BUCKET, command))
-    wait_until(lambda: queue_counts(sqs, dlq)[0] == 1, 30, "message in the DLQ")
-    assert drained(sqs, queue)
+    # the copy goes to the dead-letter queue before the job's message is deleted
+    wait_until(lambda: queue_counts(sqs, dlq)[0] == 1 and drained(sqs, queue), 30,
+               "the message moved to the DLQ")
     assert runs.read_text() == "fail\nfail\n"
     out = w.output()
     assert "outcome FAILED exit_code 3 attempt 1" in out
@@ -238,8 +239,8 @@ def test_a_message_without_a_job_key_gets_job_retries_tries(boto, workers, aws_e
     send_jobs(sqs, queue, {}, [{"job_name": "keyless"}])   # no job_key
     w = workers.start(worker_env(aws_env, queue, BUCKET, "exit 3", JOB_RETRIES=2,
                                  RUN_ID="run1", SQS_DEAD_LETTER_QUEUE_URL=dlq))
-    wait_until(lambda: queue_counts(sqs, dlq)[0] == 2, 60, "both messages in the DLQ")
-    assert drained(sqs, queue)
+    wait_until(lambda: queue_counts(sqs, dlq)[0] == 2 and drained(sqs, queue), 60,
+               "both messages moved to the DLQ")
     out = w.output()
     assert out.count("START job keyless ") == 2 and out.count("START job unnamed ") == 2, out
 
@@ -256,7 +257,8 @@ def test_busy_record_goes_before_the_job_is_let_go(setup, boto, workers, aws_env
         w = workers.start(worker_env(env, queue, BUCKET, "test -e {input_dir}/nothing",
                                      INSTANCE_ID="i-0123", RUN_ID="run1", JOB_RETRIES=2,
                                      SQS_DEAD_LETTER_QUEUE_URL=dlq))
-        wait_until(lambda: queue_counts(sqs, dlq)[0] == 1, 60, "the job in the DLQ")
+        wait_until(lambda: queue_counts(sqs, dlq)[0] == 1 and drained(sqs, queue), 60,
+                   "the job moved to the DLQ")
         w.stop()
         calls = list(proxy.calls)
     busy = [i for i, (method, path, _a) in enumerate(calls) if "/busy/TestApp/i-0123/" in path]
@@ -312,8 +314,8 @@ def test_a_dead_record_of_another_message_does_not_swallow_the_job(setup, worker
     send_jobs(sqs, queue, {"job_key": "k1"}, [{"job_name": "again"}])
     workers.start(worker_env(aws_env, queue, BUCKET, "exit 3", RUN_ID="run1", JOB_RETRIES=1,
                              SQS_DEAD_LETTER_QUEUE_URL=dlq))
-    wait_until(lambda: queue_counts(sqs, dlq)[0] == 1, 30, "the job in the DLQ")
-    assert drained(sqs, queue)
+    wait_until(lambda: queue_counts(sqs, dlq)[0] == 1 and drained(sqs, queue), 30,
+               "the job moved to the DLQ")
 
 
 def test_the_same_message_again_after_a_lost_delete_is_no_duplicate(setup, workers, aws_env):
