@@ -121,6 +121,7 @@ class Job(object):
     def __init__(self, message):
         self.message = message
         self.receipt = message["ReceiptHandle"]
+        self.id = message.get("MessageId", "")  # the done and dead records name it
         self.attempt = message.get("Attributes", {}).get(
             "ApproximateReceiveCount", "?")
         self.name = "unnamed"
@@ -359,10 +360,6 @@ class Worker(object):
             return self._count_failure(job, log)
         return outcome
 
-    @staticmethod
-    def _message_id(job):
-        return job.message.get("MessageId", "").encode("ascii", "replace")
-
     def _record_duplicate(self, job, log):
         """A second message of a job done once (the job submitted twice): the
         monitor and status subtract these records from the messages submitted,
@@ -371,12 +368,11 @@ class Worker(object):
         no second submission."""
         try:
             done_by = self._read_record("done", job.key, log)
-            if not done_by or done_by == self._message_id(job).decode("ascii"):
+            if not done_by or done_by == job.id:
                 return   # the same message again, or a record too old to say
             self._carry("writing the duplicate record", lambda: self.s3.put_object(
-                Bucket=self.s.bucket, Key=self._record("duplicate", done_by + "-"
-                                                        + self._message_id(job).decode("ascii")),
-                Body=b"1"), log)
+                Bucket=self.s.bucket,
+                Key=self._record("duplicate", done_by + "-" + job.id), Body=b"1"), log)
         except (ClientError, BotoCoreError, Stopping) as e:
             log.warning("could not record this duplicate (%s); the run's "
                         "counts show it as a job of its own", e)
@@ -468,7 +464,7 @@ class Worker(object):
         try:
             sent_for = (self._read_record("dead", job.key, log)
                         if job.key is not None else None)
-            if sent_for and sent_for == self._message_id(job).decode("ascii"):
+            if sent_for and sent_for == job.id:
                 log.info("already in the dead-letter queue (an earlier move of "
                          "this message sent it there); deleting this copy")
             else:
@@ -479,7 +475,7 @@ class Worker(object):
                 if job.key is not None:
                     self._carry("writing the dead record", lambda: self.s3.put_object(
                         Bucket=self.s.bucket, Key=self._record("dead", job.key),
-                        Body=self._message_id(job)), log)
+                        Body=job.id.encode("utf-8")), log)
             self._carry("delete_message", lambda: self.sqs.delete_message(
                 QueueUrl=self.s.queue_url, ReceiptHandle=job.receipt), log)
             log.info("failed JOB_RETRIES=%d times; moved to the dead-letter "
@@ -568,7 +564,7 @@ class Worker(object):
                 # a done job is then skipped, never a half-uploaded one.
                 self._carry("writing the done record", lambda: self.s3.put_object(
                     Bucket=s.bucket, Key=self._record("done", job.key),
-                    Body=self._message_id(job)), log)
+                    Body=job.id.encode("utf-8")), log)
             return "SUCCESS", code, tool_seconds
         finally:
             shutil.rmtree(scratch, ignore_errors=True)

@@ -43,7 +43,7 @@ class SpotNotice:
 
     def __init__(self, after, period=SPOT_NOTICE_PERIOD):
         self.after, self.period = after, period
-        self.machine = None
+        self.machine = None  # the machine given the notice: draining from then on
         self.ends = None     # monotonic time the machine ends; None once it has
 
 
@@ -61,7 +61,6 @@ class Launcher(threading.Thread):
         self.jobs_waiting = jobs_waiting
         self.notice = notice
         self.busy_machines = busy_machines   # {machine holding a job: since when (UTC)}
-        self.draining = set()
         self.procs = []
         self.started = 0
         self.halt = threading.Event()
@@ -134,6 +133,15 @@ class Launcher(threading.Thread):
         self._ask_to_stop(proc)
         self._reap(proc)
 
+    def _stop_tasks(self, procs):
+        """Stop these tasks all at once: each may take a while to let go of its job."""
+        for proc in procs:
+            if proc in self.procs:
+                self.procs.remove(proc)
+            self._ask_to_stop(proc)
+        for proc in procs:
+            self._reap(proc)
+
     def _ask_to_stop(self, proc):
         """SIGTERM, as ECS does: the worker releases its job and exits."""
         if self.docker:
@@ -155,23 +163,19 @@ class Launcher(threading.Thread):
         count, container, minimum = self.desired()
         machines = self.machines()
         self._follow_notice(machines)
-        draining = self.draining & set(machines)
+        draining = {self.notice.machine} & set(machines) if self.notice else set()
         placeable = [m for m in machines if m not in draining]
         with self.lock:
-            for proc in [p for p in self.procs if p.machine not in machines]:
-                self.procs.remove(proc)   # its machine was ended: its tasks go with it
-                self.stop_task(proc)
+            # its machine was ended: its tasks go with it
+            self._stop_tasks([p for p in self.procs if p.machine not in machines])
             self._replace_dead()
             if minimum < 100:
                 # ECS may stop a draining machine's tasks before replacements run
                 stopping = [p for p in self.procs if p.machine in draining]
-                for proc in stopping:   # all at once, as ECS does
-                    self.procs.remove(proc)
+                for proc in stopping:
                     print("Stopping worker %s on draining machine %s; its job goes back to "
                           "the queue." % (proc.name, proc.machine))
-                    self._ask_to_stop(proc)
-                for proc in stopping:
-                    self._reap(proc)
+                self._stop_tasks(stopping)
             elsewhere = [p for p in self.procs if p.machine not in draining]
             want = min(count, len(placeable) * self.s.TASKS_PER_MACHINE)
             while len(elsewhere) > want:
@@ -213,7 +217,6 @@ class Launcher(threading.Thread):
                    if m in machines and (utc - t).total_seconds() >= n.after}
             if due:
                 n.machine, n.ends = min(due, key=due.get), now + n.period
-                self.draining.add(n.machine)
                 print("Spot interruption notice (emulated) for machine %s: it is draining "
                       "and ends in %d s." % (n.machine, n.period))
         elif n.ends is not None and now >= n.ends:
@@ -248,10 +251,7 @@ class Launcher(threading.Thread):
             self.join()
         with self.lock:
             procs, self.procs = self.procs, []
-        for proc in procs:  # all at once: each may take a while to let go of its job
-            self._ask_to_stop(proc)
-        for proc in procs:
-            self._reap(proc)
+        self._stop_tasks(procs)
 
 
 # Lines of run-worker.sh and the machine monitor that come with every exit, and

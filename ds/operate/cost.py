@@ -104,8 +104,13 @@ def estimate(ec2, rows):
     return hours, cost, unpriced
 
 
-def of_machines(ec2, ids):
-    """(machine-hours, estimated USD or None if any machine has no price) of these
-    machines, from launch to end (or now)."""
-    hours, usd, unpriced = estimate(ec2, rows(ec2, ids))
+def of_rows(ec2, rows):
+    """(machine-hours, estimated USD or None if any machine has no price): what a
+    run's summary and report give."""
+    hours, usd, unpriced = estimate(ec2, rows)
     return hours, None if unpriced else usd
+
+
+def of_machines(ec2, ids):
+    """of_rows of these machines, from launch to end (or now)."""
+    return of_rows(ec2, rows(ec2, ids))

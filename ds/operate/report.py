@@ -178,6 +178,5 @@ def on_demand(aws, settings, monitor_path):
         else:
             ec2 = aws.client("ec2")
             rows = cost.machines(ec2, fleet_id)
-            hours, usd, unpriced = cost.estimate(ec2, rows) if rows else (None, None, 0)
-            usd = None if unpriced else usd   # as the monitor's: no price, no sum
+            hours, usd = cost.of_rows(ec2, rows) if rows else (None, None)
     write(aws, settings, ".", done, dead, hours, usd, started)

@@ -84,10 +84,11 @@ def move(sqs, dlq_url, queue_url, letters):
     jobs = unique(letters)
     unsent = {id(jobs[i]) for i in queue.send_all(sqs, queue_url, [l.body for l in jobs])}
     unsent_keys = {l.key for l in jobs if id(l) in unsent and l.key is not None}
-    gone = [l for l in letters if id(l) not in unsent and l.key not in unsent_keys]
-    undeleted = delete(sqs, dlq_url, gone)
-    gone_ids = {id(l) for l in gone}
-    release(sqs, dlq_url, [l for l in letters if id(l) not in gone_ids])
+
+    def stays(letter):   # its job is not back on the queue: it stays here
+        return id(letter) in unsent or letter.key in unsent_keys
+    undeleted = delete(sqs, dlq_url, [l for l in letters if not stays(l)])
+    release(sqs, dlq_url, [l for l in letters if stays(l)])
     return [l for l in jobs if id(l) not in unsent], undeleted
 
 

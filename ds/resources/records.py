@@ -1,12 +1,15 @@
 """The run's records in the bucket: which jobs are done, which failed how often.
 
 Layout (the worker writes, the control plane reads):
-  ds-records/<APP_NAME>/<RUN_ID>/done/<job_key>     a job's outputs are uploaded
+  ds-records/<APP_NAME>/<RUN_ID>/done/<job_key>     a job's outputs are uploaded;
+                                                    names the message that did it
   ds-records/<APP_NAME>/<RUN_ID>/failed/<job_key>   how often its tool failed
   ds-records/<APP_NAME>/<RUN_ID>/dead/<job_key>     a copy of the job is in the
-                                                    dead-letter queue (sent once)
-  ds-records/<APP_NAME>/<RUN_ID>/duplicate/<message id>  a second message of a job
-                                                    done once, deleted unrun
+                                                    dead-letter queue; names the
+                                                    message whose copy it is
+  ds-records/<APP_NAME>/<RUN_ID>/duplicate/<done message>-<message>
+                                                    a second message of a job done
+                                                    once, deleted unrun
 A job key is a hash of the job's content, fixed at submit time, so a job
 delivered twice (or submitted twice) is recognised. The run id is made by
 setup, kept as a tag on the job queue and handed to the workers as RUN_ID, so
