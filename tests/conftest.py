@@ -156,6 +156,13 @@ def own_emulator(folder):
         log.close()
 
 
+def client_at(url, service):
+    """A boto3 client of `service` at the emulator `url`, with the test credentials."""
+    import boto3
+    return boto3.session.Session(region_name=REGION).client(
+        service, endpoint_url=url, aws_access_key_id="testing", aws_secret_access_key="testing")
+
+
 def reset(url):
     req = urllib.request.Request(url + "/moto-api/reset", method="POST")
     urllib.request.urlopen(req, timeout=10).close()

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from conftest import REPO, own_emulator, write_json
+from conftest import REPO, client_at, own_emulator, write_json
 
 EXAMPLE = os.path.join(REPO, "files", "exampleData", "measurements")
 
@@ -281,11 +281,7 @@ def test_a_spot_notice_gives_the_job_back_at_once(tmp_path):
              "--workers", "2", "--spot-notice", "3,30", "--out", str(tmp_path / "out")],
             cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
         assert result.returncode == 0, result.stdout + result.stderr
-        import boto3
-        logs = boto3.session.Session(region_name="us-east-1").client(
-            "logs", endpoint_url=url, aws_access_key_id="testing",
-            aws_secret_access_key="testing")
-        tries = joblog.read(logs, "SpotRun")["J1"].tries
+        tries = joblog.read(client_at(url, "logs"), "SpotRun")["J1"].tries
     assert "Spot interruption notice (emulated) for machine" in result.stdout
     assert "succeeded        %d" % len(wells) in result.stdout
     assert [t.outcome for t in tries] == ["INTERRUPTED", "SUCCESS"], \

@@ -10,7 +10,7 @@ import zlib
 
 import pytest
 
-from conftest import REGION, REPO, own_emulator, write_json
+from conftest import REPO, client_at, own_emulator, write_json
 from test_local import config_with
 
 # the tests share one account (a module fixture): one process runs them, in order
@@ -81,10 +81,7 @@ class Run:
         return json.loads(r.stdout)
 
     def events(self):
-        import boto3
-        logs = boto3.session.Session(region_name=REGION).client(
-            "logs", endpoint_url=self.url, aws_access_key_id="testing",
-            aws_secret_access_key="testing")
+        logs = client_at(self.url, "logs")
         pages = logs.get_paginator("filter_log_events").paginate(logGroupName="ReportRun")
         return [e for page in pages for e in page["events"]]
 
