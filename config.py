@@ -19,7 +19,7 @@ TASK_ROLE_ARN = ''                       # IAM role for worker containers; '' = 
 
 # ---- The cluster ----------------------------------------------------------
 ECS_CLUSTER = 'default'                  # ECS cluster; a cluster other than 'default' is deleted when unused
-CLUSTER_MACHINES = 2                     # machines to request from the spot fleet
+CLUSTER_MACHINES = 2                     # most machines to run at once; startCluster asks for fewer if the queued jobs fill fewer
 TASKS_PER_MACHINE = 1                    # worker containers (ECS tasks) per machine
 MACHINE_TYPE = ['m5.xlarge']             # instance types; one per launch specification, else every type in every one
 MACHINE_PRICE = 0.10                     # the most you pay per machine-hour (USD, spot price cap)
@@ -41,7 +41,7 @@ JOB_RETRIES = 3                          # failures of a job's tool before it go
 # ---- Logs, monitoring -----------------------------------------------------
 LOG_GROUP_NAME = APP_NAME                # CloudWatch log group; one stream per job
 MONITOR_TIME = 60                        # seconds between the monitor's looks; idle machines end after two looks once no job is left to hand out
-AUTO_MONITOR = 'True'                    # True: the run watches and removes itself on AWS (a Lambda function every 5 min); False: run monitor yourself
+AUTO_MONITOR = 'True'                    # True: the run watches and removes itself on AWS (a Lambda function every minute); False: run monitor yourself
 CREATE_DASHBOARD = 'True'                # build a CloudWatch dashboard for the run
 CLEAN_DASHBOARD = 'True'                 # delete that dashboard when the run ends
 

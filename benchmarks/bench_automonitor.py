@@ -45,6 +45,28 @@ class Counter:
         return out
 
 
+# USD per request (us-east-1 list prices; EC2's Describe calls are free). The busy
+# records are listed once per tick once nothing is left to hand out (one LIST more).
+PRICE = {"s3.GetObject": 0.0004 / 1000, "s3.PutObject": 0.005 / 1000,
+         "s3.ListObjectsV2": 0.005 / 1000, "sqs": 0.40 / 1e6, "cloudwatch": 0.01 / 1000,
+         "lambda.request": 0.20 / 1e6, "lambda.GB-second": 0.0000166667}
+TICK_SECONDS = 1.0   # assumed billed duration of a warm tick (about a dozen calls)
+
+
+def print_cost_per_day(tick, per_day, memory_mb):
+    """What ticking all day costs, from the calls one tick made and list prices.
+    EventBridge does not bill a scheduled rule's events (at the custom-event price of
+    $1 per million they would add $0.0014 a day)."""
+    def price(call):
+        return PRICE.get(call, PRICE.get(call.split(".")[0], 0.0))
+    calls = sum(price(call) * n for call, n in tick.items()) + PRICE["s3.ListObjectsV2"]
+    function = (PRICE["lambda.request"]
+                + PRICE["lambda.GB-second"] * TICK_SECONDS * memory_mb / 1024.0)
+    print("cost per day of ticking: $%.3f (requests $%.3f, function $%.3f, at %.0f s and "
+          "%d MB per tick)" % (per_day * (calls + function), per_day * calls,
+                               per_day * function, TICK_SECONDS, memory_mb))
+
+
 def main():
     import logging
     from moto.server import ThreadedMotoServer
@@ -97,8 +119,9 @@ def main():
     print("  tick:     " + ", ".join("%s %d" % kv for kv in sorted(tick.items())))
     print("  baseline: " + ", ".join("%s %d" % kv for kv in sorted(base.items())))
     per_day = 24 * 60 // install.RATE_MINUTES
-    print("invocations per day at rate(%d minutes): %d; calls per day while watching: %d"
-          % (install.RATE_MINUTES, per_day, per_day * sum(tick.values())))
+    print("invocations per day at %s: %d; calls per day while watching: %d"
+          % (install.schedule(), per_day, per_day * sum(tick.values())))
+    print_cost_per_day(tick, per_day, install.MEMORY_MB)
 
     sqs = aws.client("sqs")
     url = run.queue_url()

@@ -1,34 +1,45 @@
-"""What a run costs under three scale-in policies: a discrete-event simulation.
+"""What a run costs under Distributed-Something's monitor and ours: a discrete-event simulation.
 
-One invocation simulates a whole run three times on the same random draws
-(job durations, and the spot lifetime of the k-th machine launched):
+Each run is simulated once per policy on the same random draws (job
+durations, and the spot lifetime of the k-th machine launched):
 
-  ds     Distributed-Something's monitor: looks every minute to see whether
-         the queue is empty, but only every 10 minutes, if the queue has
-         nothing visible and fewer jobs in flight than machines, sets the
-         fleet's target to the number of jobs in flight (not machines),
-         terminating nothing.
-  old    this project before the scale-in: looks every minute; lowers the
-         target to the machines the jobs in flight need, terminating nothing.
-  new    the scale-in (ds/monitor/scalein.py): looks every minute; lowers the target
-         to the busy machines and ends machines idle on two polls in a row;
-         spot interruptions drain (jobs released at the notice).
+  Distributed-Something   its monitor looks every minute to see whether the
+         queue is empty, but only every 10 minutes, if the queue has nothing
+         visible and fewer jobs in flight than machines, sets the fleet's
+         target to the number of jobs in flight (not machines), terminating
+         nothing. It asks for every machine of the scenario, and its service
+         does not drain spot machines.
+  ours   the scale-in (ds/monitor/scalein.py): once nothing is visible, lowers
+         the target to the busy machines and ends machines idle on two looks in
+         a row; the fleet asks for no more machines than the jobs fill
+         (ds/monitor/scaleout.py); the service drains a machine at its spot
+         notice (its minimum healthy percent is 0: ds/resources/cluster.py).
+         Under the laptop monitor it looks every MONITOR_TIME (60 s), under
+         the automatic monitor at its schedule's rate (monitor/install.py).
 
-In all three, an idle alarm ends a machine after 15 idle minutes plus the
-alarm's own delay, the fleet replaces lost machines while it runs fewer
-than its target, a job on a machine that dies without draining comes back
-one lease after its last renewal, and the run is torn down at the first poll
-that finds the queue empty. Billing is per second with a 60 s minimum.
+In all, an idle alarm ends a machine after 15 idle minutes plus the alarm's
+own delay, the fleet replaces lost machines while it runs fewer than its
+target, a job on a machine that dies without draining comes back one lease
+after its last renewal, and the run is torn down at the first look that finds
+the queue empty. Billing is per second with a 60 s minimum.
 
-    python benchmarks/costsim.py                  # the documented scenario, seed 1
-    python benchmarks/costsim.py --seeds 1 2 3    # one table per seed
-    python benchmarks/costsim.py --jobs 2000 --machines 20
+    python benchmarks/costsim.py                  # the table of documentation/costs.md
+    python benchmarks/costsim.py --seeds 1-200    # the same over 200 seeds (minutes)
+    python benchmarks/costsim.py --jobs 2000 --machines 20 --seeds 1-3   # a scenario of your own
 """
 import argparse
 import collections
 import heapq
 import math
+import os
 import random
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from ds.core.settings import KNOBS  # noqa: E402
+from ds.monitor.install import RATE_MINUTES  # noqa: E402
+
+MONITOR_TIME = KNOBS["MONITOR_TIME"][1]   # the laptop monitor's default look interval
 
 INF = float("inf")
 # Same-time events: finished work first, then machine changes, then the monitor.
@@ -45,14 +56,25 @@ class Scenario:
 
 
 class Policy:
-    def __init__(self, name, rule, poll, drain, downscale_every=1):
+    """A scale-in rule, how often its monitor looks, and what the service does.
+
+    drain: the service stops a machine's tasks at its spot notice (ours since its
+    minimum healthy percent is 0; with ECS's default of 100 nothing is stopped).
+    fit: the fleet asks for no more machines than the jobs fill
+    (ceil(jobs / slots), as startCluster does), else for every machine of the scenario.
+    """
+
+    def __init__(self, name, rule, poll, drain, downscale_every=1, fit=False):
         self.name, self.rule, self.poll, self.drain = name, rule, poll, drain
         self.downscale_every = downscale_every   # polls between scale-down decisions
+        self.fit = fit
 
 
-POLICIES = [Policy("Distributed-Something", "ds", 60.0, False, downscale_every=10),
-            Policy("ours before this", "old", 60.0, False),
-            Policy("new", "new", 60.0, True)]
+def policies(tick_minutes=RATE_MINUTES):
+    """Distributed-Something's monitor, and ours under either of its monitors."""
+    return [Policy("Distributed-Something", "ds", 60.0, False, downscale_every=10),
+            Policy("ours, laptop monitor", "new", float(MONITOR_TIME), True, fit=True),
+            Policy("ours, automatic monitor", "new", 60.0 * tick_minutes, True, fit=True)]
 
 
 class Draws:
@@ -95,7 +117,8 @@ class Run:
         self.now = 0.0
         self.events, self.seq = [], 0
         self.machines, self.alive = [], set()
-        self.target = sc.machines
+        self.target = (min(sc.machines, int(math.ceil(sc.jobs / float(sc.slots))))
+                       if policy.fit else sc.machines)
         self.visible = collections.deque(range(sc.jobs))
         self.in_flight = 0
         self.tokens = 0
@@ -114,8 +137,7 @@ class Run:
         heapq.heappush(self.events, (when, PRIO[kind], self.seq, kind, data))
 
     def simulate(self):
-        for _ in range(self.sc.machines):
-            self.launch()
+        self.maintain()
         self.at(self.p.poll, "poll")
         while self.events and not self.finished:
             self.now, _, _, kind, data = heapq.heappop(self.events)
@@ -284,50 +306,114 @@ class Run:
                 "machines": len(self.machines)}
 
 
-def run_all(sc, draws, policies=POLICIES):
-    return [Run(sc, p, draws).simulate() for p in policies]
+def run_all(sc, draws, chosen=None):
+    return [Run(sc, p, draws).simulate() for p in (chosen or policies())]
 
 
-def table(rows):
-    lines = ["| policy | paid machine-h | occupied machine-h | paid/occupied | slot utilization"
-             " | makespan | jobs run more than once | machines launched |",
-             "|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        lines.append("| %s | %.1f | %.1f | %.3f | %.1f%% | %.1f min | %d | %d |" % (
-            r["policy"], r["paid_h"], r["occupied_h"], r["ratio"], 100 * r["utilization"],
-            r["makespan_min"], r["rerun"], r["machines"]))
+class Named(Scenario):
+    def __init__(self, name, **kw):
+        super().__init__(**kw)
+        self.name = name
+
+
+# The scenarios of documentation/costs.md (issue 19 names them).
+SCENARIOS = [
+    Named("10,000 jobs x 5 min, 100 machines"),
+    Named("1,000 jobs x 30 min, 100 machines", jobs=1000, median=1800.0),
+    Named("100,000 jobs x 20 s, 100 machines", jobs=100000, median=20.0),
+    Named("10,000 jobs x 5 min, 20%/h interrupted", interrupt_rate=0.2),
+    Named("1,000 jobs x 5 min, 500 machines", jobs=1000, machines=500),
+    Named("10,000 jobs x 5 min, 1,000 machines", jobs=10000, machines=1000),
+]
+
+
+def seeds_arg(text):
+    """"1-5" or "3": the seeds to run."""
+    first, _, last = text.partition("-")
+    return list(range(int(first), int(last or first) + 1))
+
+
+def calm(sc):
+    """The same scenario without spot interruptions."""
+    out = Scenario(**{k: v for k, v in sc.__dict__.items() if k != "name"})
+    out.interrupt_rate = 0.0
+    return out
+
+
+def one_seed(args):
+    sc, seed, chosen = args
+    return (run_all(sc, Draws.random(sc, seed), chosen),
+            run_all(calm(sc), Draws.random(calm(sc), seed), chosen))
+
+
+def summarize(sc, seeds, chosen, pool):
+    """Per policy: the ranges over seeds, and the mean makespan against the first policy's."""
+    results = list(pool.map(one_seed, [(sc, seed, chosen) for seed in seeds]))
+    out = []
+    for i, policy in enumerate(chosen):
+        rows = [r[i] for r, _ in results]
+        vs = [r[i]["makespan_min"] / r[0]["makespan_min"] for r, _ in results]
+        vs_calm = [c[i]["makespan_min"] / c[0]["makespan_min"] for _, c in results]
+        mean = sum(r[i]["makespan_min"] for r, _ in results) / len(results)
+        mean_ds = sum(r[0]["makespan_min"] for r, _ in results) / len(results)
+        out.append({"policy": policy.name,
+                    "machines": math.ceil(sc.jobs / float(sc.slots)) if policy.fit else sc.machines,
+                    "ratio": (min(r["ratio"] for r in rows), max(r["ratio"] for r in rows)),
+                    "makespan": (min(vs), max(vs)), "mean_makespan": (mean, mean / mean_ds),
+                    "calm_makespan": (min(vs_calm), max(vs_calm))})
+        out[-1]["machines"] = min(out[-1]["machines"], sc.machines)
+    return out
+
+
+def span(pair, fmt="%.3f"):
+    low, high = pair
+    return fmt % low if fmt % low == fmt % high else (fmt + "-" + fmt) % (low, high)
+
+
+def table(summaries):
+    """One markdown table: every scenario under every policy."""
+    lines = ["| scenario | monitor | machines at start | paid / occupied | mean makespan "
+             "(vs DS) | makespan vs DS, per seed | the same, no interruptions |",
+             "|---|---|---|---|---|---|---|"]
+    for sc, rows in summaries:
+        for n, r in enumerate(rows):
+            lines.append("| %s | %s | %d | %s | %.0f min (x%.3f) | %s | %s |" % (
+                sc.name if n == 0 else "", r["policy"], r["machines"], span(r["ratio"]),
+                r["mean_makespan"][0], r["mean_makespan"][1], span(r["makespan"]),
+                span(r["calm_makespan"])))
     return "\n".join(lines)
 
 
 def main(argv=None):
+    import concurrent.futures
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--seeds", type=int, nargs="+", default=[1])
-    p.add_argument("--jobs", type=int, default=10000)
+    p.add_argument("--seeds", type=seeds_arg, default=seeds_arg("1-5"),
+                   help="seeds, as FIRST-LAST (default 1-5) or one number")
+    p.add_argument("--tick-minutes", type=int, default=RATE_MINUTES,
+                   help="the automatic monitor's interval (default: the shipped %d)" % RATE_MINUTES)
+    p.add_argument("--jobs", type=int, help="a scenario of your own: this many jobs...")
+    p.add_argument("--median", type=float, default=300.0, help="...of this median in seconds")
     p.add_argument("--machines", type=int, default=100)
     p.add_argument("--slots", type=int, default=4, help="tasks x workers per machine")
     p.add_argument("--interrupt-rate", type=float, default=0.05,
                    help="share of machines interrupted per hour")
     args = p.parse_args(argv)
-    sc = Scenario(jobs=args.jobs, machines=args.machines, slots=args.slots,
-                  interrupt_rate=args.interrupt_rate)
-    print("%d jobs, median %.0f min, %.0f%% take %gx; %d machines x %d slots, %.0f-min boot; "
-          "%.0f%% of machines interrupted per hour (%.0f s notice); %.0f-min lease; idle alarm "
-          "%.0f+%.0f min." % (sc.jobs, sc.median / 60, 100 * sc.tail_share, sc.tail_factor,
-                              sc.machines, sc.slots, sc.boot / 60, 100 * sc.interrupt_rate,
-                              sc.notice, sc.lease / 60, sc.alarm_idle / 60, sc.alarm_delay / 60))
-    for seed in args.seeds:
-        rows = run_all(sc, Draws.random(sc, seed))
-        print("\nseed %d" % seed)
-        print(table(rows))
-        for r in rows:
-            idle = r["paid_h"] - r["occupied_h"]
-            print("%s: %.1f idle machine-hours paid, %.1f of them booting" % (
-                r["policy"], idle, r["booting_h"]))
-        base = rows[0]
-        for r in rows[1:]:
-            print("%s vs %s: paid x%.3f, makespan x%.3f" % (
-                r["policy"], base["policy"], r["paid_h"] / base["paid_h"],
-                r["makespan_min"] / base["makespan_min"]))
+    scenarios = SCENARIOS
+    if args.jobs:
+        scenarios = [Named("%d jobs x %g s, %d machines x %d slots" % (
+            args.jobs, args.median, args.machines, args.slots), jobs=args.jobs,
+            median=args.median, machines=args.machines, slots=args.slots,
+            interrupt_rate=args.interrupt_rate)]
+    base = scenarios[0]
+    print("Seeds %d-%d. Durations log-normal (spread %.2f), %.0f%% of jobs take %gx; %.0f-min "
+          "boot; %.0f%% of machines interrupted per hour unless said (%.0f s notice); %.0f-min "
+          "lease; idle alarm %.0f+%.0f min; %d slots per machine.\n"
+          % (args.seeds[0], args.seeds[-1], base.spread, 100 * base.tail_share,
+             base.tail_factor, base.boot / 60, 100 * base.interrupt_rate, base.notice,
+             base.lease / 60, base.alarm_idle / 60, base.alarm_delay / 60, base.slots))
+    chosen = policies(args.tick_minutes)
+    with concurrent.futures.ProcessPoolExecutor() as pool:
+        print(table([(sc, summarize(sc, args.seeds, chosen, pool)) for sc in scenarios]))
 
 
 if __name__ == "__main__":

@@ -188,7 +188,7 @@ def test_start_cluster_installs_the_schedule_and_ticks_end_the_run(project, boto
     fn = lam.get_function(FunctionName=APP + "AutoMonitor")["Configuration"]
     assert fn["Runtime"] == "python3.12" and fn["Handler"] == "ds.monitor.auto.tick.handler"
     rule = events.describe_rule(Name=APP + "AutoMonitorSchedule")
-    assert rule["ScheduleExpression"] == "rate(5 minutes)"
+    assert rule["ScheduleExpression"] == "rate(1 minute)"  # AWS refuses "1 minutes"
     target, = events.list_targets_by_rule(Rule=APP + "AutoMonitorSchedule")["Targets"]
     assert target["Arn"] == fn["FunctionArn"]
     assert json.loads(target["Input"]) == {"bucket": BUCKET, "key": KEY}
@@ -362,6 +362,7 @@ def test_local_run_drives_the_ticks_in_process(project, boto):
 def test_start_cluster_that_cannot_install_the_monitor_ends_in_one_line(project, boto,
                                                                         refused_url):
     project("setup")
+    project("submitJob", "files/job.json")
     env = dict(project.env, AWS_ENDPOINT_URL_IAM=refused_url, AWS_MAX_ATTEMPTS="1")
     result = run_py(["startCluster", "files/fleet.json"], env, cwd=str(project.dir))
     assert result.returncode == 1, result.stdout + result.stderr
@@ -380,6 +381,7 @@ def test_a_fleet_aws_refuses_takes_the_monitor_it_needed_away_again(project, bot
     monitor is left and the refusal is the line the user reads."""
     from faultproxy import FaultProxy
     project("setup")
+    project("submitJob", "files/job.json")
     with FaultProxy(project.env["AWS_ENDPOINT_URL"], deny=lambda method, path: True) as ec2:
         env = dict(project.env, AWS_ENDPOINT_URL_EC2=ec2.url, AWS_MAX_ATTEMPTS="1")
         result = run_py(["startCluster", "files/fleet.json"], env, cwd=str(project.dir))
@@ -395,6 +397,7 @@ def test_a_fleet_aws_refuses_takes_the_monitor_it_needed_away_again(project, bot
 
 def test_start_cluster_waits_for_a_run_of_the_app_that_is_still_ending(project, boto):
     project("setup")
+    project("submitJob", "files/job.json")
     boto("s3").put_object(Bucket=BUCKET, Key=KEY, Body=b'{"MONITOR_FLEET_ID": "sfr-old"}')
     result = project("startCluster", "files/fleet.json", check=False)
     assert result.returncode == 1

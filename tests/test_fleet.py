@@ -145,6 +145,8 @@ def history_server(tmp_path, monkeypatch):
         lambda service: boto3.client(service, endpoint_url=url, region_name=REGION,
                                      aws_access_key_id="t", aws_secret_access_key="t"), FLEET))
     assert run_py(["setup"], env, cwd=str(tmp_path)).returncode == 0
+    write_json(tmp_path / "job.json", {"groups": [{"well": "A01"}]})
+    assert run_py(["submitJob", "job.json"], env, cwd=str(tmp_path)).returncode == 0
     ec2 = boto3.client("ec2", endpoint_url=url, region_name=REGION, aws_access_key_id="t",
                        aws_secret_access_key="t")
     yield records, env, ec2

@@ -1,4 +1,5 @@
 """`python run.py local`: the whole run on this machine, as a user starts it."""
+import collections
 import csv
 import json
 import os
@@ -306,3 +307,55 @@ def test_a_spot_notice_on_the_last_machine_ends_the_run_in_one_line(user_env, tm
         "error: The spot notice ended the last machine, and the emulated fleet, unlike AWS's, "
         "never replaces one; give --spot-notice a machine to spare (more --workers, or an "
         "earlier AFTER)."], result.stdout + result.stderr
+
+
+def test_the_fleet_asks_for_the_machines_the_jobs_fill_and_more_as_jobs_come(tmp_path):
+    """CLUSTER_MACHINES 8 and 6 jobs of one slot on machines of 2 slots: startCluster
+    asks for 3 machines, 2 jobs on each; 10 more jobs submitted mid-run raise the
+    target to 8 and all 16 run at once. Every job waits for a go-ahead, so each
+    one's machine (INSTANCE_ID) is read while all are running."""
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    command = ("echo $INSTANCE_ID > {marks}/{well}; "
+               "while [ ! -e {marks}/go ]; do sleep 0.2; done; echo {well} > {output_dir}/w.txt")
+
+    def job_file(name, wells):
+        write_json(tmp_path / name, {"marks": str(marks), "groups": [
+            {"well": w, "output": "out/%s" % w} for w in wells]})
+        return str(tmp_path / name)
+
+    def machines_running(count):
+        """{machine: jobs on it} once `count` jobs have started."""
+        deadline = time.monotonic() + 120
+        while len([p for p in marks.iterdir() if p.name != "go"]) < count:
+            assert time.monotonic() < deadline and run.poll() is None, log.read_text()
+            time.sleep(0.2)
+        time.sleep(0.5)  # each mark is written in one go, but let the last land
+        return collections.Counter(p.read_text().strip() for p in marks.iterdir())
+
+    config = config_with(tmp_path, APP_NAME="FitRun", COMMAND=command, CLUSTER_MACHINES=8,
+                         TASKS_PER_MACHINE=1, DOCKER_CORES=2)
+    first = job_file("job.json", ["F%d" % i for i in range(6)])
+    later = job_file("later.json", ["L%d" % i for i in range(10)])
+    log = tmp_path / "run.log"
+    with own_emulator(tmp_path) as (url, env), open(log, "w") as out:
+        run = subprocess.Popen([sys.executable, "run.py", "--config", config, "local", first,
+                                "--out", str(tmp_path / "out")],
+                               cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
+        try:
+            assert sorted(machines_running(6).values()) == [2, 2, 2], log.read_text()
+            submitted = subprocess.run([sys.executable, "run.py", "--config", config,
+                                        "submitJob", later], cwd=REPO, env=env,
+                                       capture_output=True, text=True, timeout=60)
+            assert submitted.returncode == 0, submitted.stdout + submitted.stderr
+            assert sorted(machines_running(16).values()) == [2] * 8, log.read_text()
+            (marks / "go").touch()
+            assert run.wait(timeout=180) == 0, log.read_text()
+        finally:
+            if run.poll() is None:
+                run.kill()
+    text = log.read_text()
+    assert ("The queue holds 6 jobs and a machine runs 2 at once (TASKS_PER_MACHINE x "
+            "DOCKER_CORES), so 3 of the 8 machines of CLUSTER_MACHINES are asked for" in text), text
+    assert "Requested 3 machines" in text, text
+    assert "16 jobs queued or running: the fleet now asks for 8 machines (was 3" in text, text

@@ -290,6 +290,7 @@ def test_report_and_failures_show_this_run_only(tmp_path, aws_env, boto):
 def test_dashboard_shows_the_dead_letter_count_beside_the_queue(tmp_path, aws_env, boto):
     run = make_project(tmp_path, aws_env, boto, COPY, [{"well": "A01"}], dashboard=True)
     run("setup")
+    run("submitJob", "files/job.json")
     run("startCluster", "files/fleet.json")
     body = json.loads(boto("cloudwatch").get_dashboard(DashboardName="OpsTest")["DashboardBody"])
     queues = [[m[3] for m in w["properties"]["metrics"] if m[0] == "AWS/SQS"]

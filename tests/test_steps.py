@@ -313,6 +313,7 @@ def test_ds_style_trailing_true_means_cheapest(project, boto):
 def test_monitor_finishes_a_teardown_that_stopped_midway(project, boto):
     project.config.write_text(DS_CONFIG + "\nMONITOR_TIME = 1\n")
     project("setup")
+    project("submitJob", "files/job.json")
     project("startCluster", "files/fleet.json")
     monitor_file = str(project.dir / "files" / "DSTestSpotFleetRequestId.json")
     fleet_id = json.loads(open(monitor_file).read())["MONITOR_FLEET_ID"]

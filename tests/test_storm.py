@@ -86,6 +86,12 @@ def setup_run(tmp_path, env, app_name, **knobs):
     return config, worker
 
 
+def submit(config, env, tmp_path, n_jobs):
+    path = sh.job_file(tmp_path / "job.json", n_jobs)
+    result = run_py(["--config", config, "submitJob", path], env, cwd=str(tmp_path))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 def test_setup_hands_the_workers_the_run_id_and_a_backstop_limit(aws_env, tmp_path):
     _config, worker = setup_run(tmp_path, aws_env, "Backstop", JOB_RETRIES=4, COMMAND="true")
     sqs = clients(aws_env["AWS_ENDPOINT_URL"])("sqs")
@@ -218,11 +224,14 @@ def test_monitor_survives_a_minute_of_failing_calls(aws_env, emulator, tmp_path,
                  "AllocationStrategy": "lowestPrice", "Type": "maintain",
                  "LaunchSpecifications": [{"ImageId": "ami-12c6146b", "KeyName": "k"}]}
         (tmp_path / "fleet.json").write_text(json.dumps(real_fleet(boto, fleet)))
+        submit(config, env, tmp_path, 1)
         result = run_py(["--config", config, "startCluster", str(tmp_path / "fleet.json")],
                         env, cwd=str(tmp_path))
         assert result.returncode == 0, result.stdout + result.stderr
         monitor_file = str(tmp_path / "files" / "PatientSpotFleetRequestId.json")
         assert os.path.exists(monitor_file), result.stdout
+        sqs = clients(emulator)("sqs")  # no worker here: the job is taken out by hand
+        sqs.purge_queue(QueueUrl=sqs.get_queue_url(QueueName="PatientQueue")["QueueUrl"])
         proxy.set(fail=1.0)
         began = time.monotonic()
         mon = workers.start_script(
@@ -247,6 +256,7 @@ def test_start_cluster_rerun_finishes_a_start_cut_short(aws_env, tmp_path, boto)
              "AllocationStrategy": "lowestPrice", "Type": "maintain",
              "LaunchSpecifications": [{"ImageId": "ami-12c6146b", "KeyName": "k"}]}
     (tmp_path / "fleet.json").write_text(json.dumps(real_fleet(boto, fleet)))
+    submit(config, aws_env, tmp_path, 4)
     first = run_py(["--config", config, "startCluster", str(tmp_path / "fleet.json")],
                    aws_env, cwd=str(tmp_path))
     assert first.returncode == 0, first.stdout + first.stderr

@@ -192,21 +192,41 @@ def test_monitor_file_errors(user):
                     "'yesterday'; use the file startCluster wrote.")
 
 
+def submit_one(user):
+    write_json(user.dir / "files" / "job.json", {"groups": [{"well": "A01"}]})
+    assert user("submitJob", "files/job.json").returncode == 0
+
+
+def test_start_cluster_with_nothing_queued_requests_no_machine(user, boto):
+    user("setup")
+    write_json(user.dir / "files" / "fleet.json", user.fleet)
+    line = one_line_error(user("startCluster", "files/fleet.json"))
+    assert line == ("error: startCluster requested no machine: queue DSTestQueue holds no job. "
+                    "Submit jobs first (python run.py submitJob JOBFILE), then start the "
+                    "cluster."), line
+    assert not boto("ec2").describe_spot_fleet_requests()["SpotFleetRequestConfigs"]
+    assert not (user.dir / "files" / "DSTestSpotFleetRequestId.json").exists()
+
+
 def test_second_fleet_for_a_live_run_is_refused(user):
     user("setup")
+    submit_one(user)
     write_json(user.dir / "files" / "fleet.json", user.fleet)
     assert user("startCluster", "files/fleet.json").returncode == 0
     line = one_line_error(user("startCluster", "files/fleet.json"))
     assert "still active" in line and "monitor" in line
 
 
-def test_comments_anywhere_in_the_fleet_file_are_dropped_and_bad_fields_named(user):
+def test_comments_anywhere_in_the_fleet_file_are_dropped_and_bad_fields_named(user, boto):
     user("setup")
+    submit_one(user)
     fleet = json.loads(json.dumps(user.fleet))
     fleet["LaunchSpecifications"][0]["_comment_ami"] = "the ECS-optimized AMI"
     write_json(user.dir / "files" / "fleet.json", fleet)
     assert user("startCluster", "files/fleet.json").returncode == 0
-    user("monitor", "files/DSTestSpotFleetRequestId.json")  # clean up that run
+    sqs = boto("sqs")  # no worker runs here: the job is taken out by hand, and...
+    sqs.purge_queue(QueueUrl=sqs.get_queue_url(QueueName="DSTestQueue")["QueueUrl"])
+    user("monitor", "files/DSTestSpotFleetRequestId.json")  # ...monitor cleans up that run
     user("setup")
     fleet["LaunchSpecifications"][0]["ImageID"] = "ami-1"  # a typo AWS rejects
     write_json(user.dir / "files" / "fleet.json", fleet)

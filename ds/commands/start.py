@@ -8,10 +8,10 @@ from ds.core.aws import explain
 from ds.core.errors import UserError
 from ds.core.jsonfile import read_json
 from ds.commands.setup import check_bucket
-from ds.monitor import install
+from ds.monitor import install, scaleout
 from ds.monitor.auto import function
 from ds.operate import cost
-from ds.resources import boot, cluster, dashboard, fleet, logs
+from ds.resources import boot, cluster, dashboard, fleet, logs, queue
 
 STARTUP_TIMEOUT = 15 * 60   # how long startCluster waits for the fleet's machines
 
@@ -45,6 +45,32 @@ def preflight(aws, settings, config, path):
                         "and run startCluster again (`python run.py check` lists everything)."
                         % (len(problems), "" if len(problems) == 1 else "s",
                            "\n  ".join(problems), "it" if len(problems) == 1 else "them"))
+
+
+def machines_for_queue(aws, settings, unfinished):
+    """The machines to ask for: as many as the queued jobs fill at once, at most
+    CLUSTER_MACHINES (monitor/scaleout.py); says so when that is fewer. A start
+    cut short keeps the target its fleet was given."""
+    if unfinished:
+        return fleet.target(aws.client("ec2"), unfinished) or settings.CLUSTER_MACHINES
+    sqs = aws.client("sqs")
+    url = queue.require_url(sqs, settings.SQS_QUEUE_NAME, settings.path)
+    with explain("count the jobs in queue %s" % settings.SQS_QUEUE_NAME):
+        # SQS's counts may lag a submission by a minute; the total submitJob keeps
+        # on the queue does not
+        jobs = max(sum(queue.counts(sqs, url)), queue.submitted(sqs, url))
+    if not jobs:
+        raise UserError("startCluster requested no machine: queue %s holds no job. Submit "
+                        "jobs first (python run.py submitJob JOBFILE), then start the cluster."
+                        % settings.SQS_QUEUE_NAME)
+    machines = scaleout.machines_for(jobs, settings)
+    if machines < settings.CLUSTER_MACHINES:
+        print("The queue holds %d job%s and a machine runs %d at once (TASKS_PER_MACHINE x "
+              "DOCKER_CORES), so %d of the %d machines of CLUSTER_MACHINES are asked for; "
+              "jobs you submit later raise that, up to %d."
+              % (jobs, "" if jobs == 1 else "s", settings.jobs_per_machine, machines,
+                 settings.CLUSTER_MACHINES, settings.CLUSTER_MACHINES))
+    return machines
 
 
 def _request(aws, settings, ec2, config, path):
@@ -82,6 +108,7 @@ def start_cluster(aws, settings, path, timeout=STARTUP_TIMEOUT, monitor_path=Non
                         % cluster.service_name(settings))
     if not local:
         preflight(aws, settings, config, path)
+    config["TargetCapacity"] = machines = machines_for_queue(aws, settings, unfinished)
     s3 = aws.client("s3")
     check_bucket(s3, settings.AWS_BUCKET, settings.path)
     with explain("upload the ECS agent config to s3://%s" % settings.AWS_BUCKET):
@@ -98,12 +125,11 @@ def start_cluster(aws, settings, path, timeout=STARTUP_TIMEOUT, monitor_path=Non
         fleet_id = _request(aws, settings, ec2, config, path)
         runfile.create(settings, fleet_id, monitor_path)
         print("Requested %d machine%s (%s) as spot fleet %s." % (
-            settings.CLUSTER_MACHINES, "" if settings.CLUSTER_MACHINES == 1 else "s",
-            ", ".join(settings.MACHINE_TYPE), fleet_id))
+            machines, "" if machines == 1 else "s", ", ".join(settings.MACHINE_TYPE), fleet_id))
     if settings.AUTO_MONITOR:  # at once: the machines are billed from now on
         install.start(aws, settings, monitor_path)
     logs.ensure_groups(aws.client("logs"), settings)
-    tasks = settings.CLUSTER_MACHINES * settings.TASKS_PER_MACHINE
+    tasks = machines * settings.TASKS_PER_MACHINE
     cluster.set_desired_count(ecs, settings, tasks)
     print("Service %s asks for %d worker task%s." % (cluster.service_name(settings), tasks,
                                                     "" if tasks == 1 else "s"))
@@ -113,7 +139,7 @@ def start_cluster(aws, settings, path, timeout=STARTUP_TIMEOUT, monitor_path=Non
             print("Dashboard %s is in the CloudWatch console." % settings.APP_NAME)
     # From here on a rerun must not touch this fleet.
     runfile.update(monitor_path, MONITOR_STARTUP_DONE=True)
-    running = fleet.wait_for_machines(ec2, fleet_id, settings.CLUSTER_MACHINES, started, timeout,
+    running = fleet.wait_for_machines(ec2, fleet_id, machines, started, timeout,
                                       quiet_history=local)
     if local:
         print("%d machine%s running." % (running, " is" if running == 1 else "s are"))

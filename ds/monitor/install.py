@@ -27,7 +27,11 @@ from ds.resources import automonitor, policies, roles
 
 RUNTIME = "python3.12"
 HANDLER = "ds.monitor.auto.tick.handler"
-RATE_MINUTES = 5          # the schedule: one tick every 5 minutes
+# The schedule: one tick a minute, EventBridge's shortest rate. Idle machines end
+# after two ticks; 5-minute ticks paid ~4% more machine-hours on the 10,000-job
+# simulation and ~25% more on an oversized fleet (documentation/costs.md), while
+# ticking each minute costs about 4 cents a day (benchmarks/bench_automonitor.py).
+RATE_MINUTES = 1
 TIMEOUT = 300             # seconds one tick may run (tick.TICK_BUDGET is less)
 MEMORY_MB = 256
 ENTRY = "ds/monitor/auto/tick.py"
@@ -141,6 +145,15 @@ def _updated(lam, name):
     return config.get("LastUpdateStatus", "Successful") != "InProgress"
 
 
+def schedule():
+    """The rule's rate expression: EventBridge wants "1 minute", never "1 minutes"."""
+    return "rate(%d minute%s)" % (RATE_MINUTES, "" if RATE_MINUTES == 1 else "s")
+
+
+def every():
+    return "every minute" if RATE_MINUTES == 1 else "every %d minutes" % RATE_MINUTES
+
+
 def install(aws, settings):
     """Role, function, schedule, target and permission for this run. A tick that
     comes before start() has written the run's state finds nothing to do."""
@@ -152,7 +165,7 @@ def install(aws, settings):
     fn_arn = ensure_function(lam, settings, role_arn, package())
     rule = automonitor.rule_name(app)
     with explain("create the schedule %s" % rule, NEEDS):
-        rule_arn = events.put_rule(Name=rule, ScheduleExpression="rate(%d minutes)" % RATE_MINUTES,
+        rule_arn = events.put_rule(Name=rule, ScheduleExpression=schedule(),
                                    State="ENABLED",
                                    Description="Ticks the automatic monitor of %s" % app)[
             "RuleArn"]
@@ -203,6 +216,6 @@ def start(aws, settings, monitor_path):
     state.upload(aws.client("s3"), settings.AWS_BUCKET, key, run_state(settings, info))
     runfile.update(monitor_path, MONITOR_AUTO_KEY=key)
     print("The run monitors itself: schedule %s calls function %s (%s, package %.1f kB) "
-          "every %d minutes, and it removes everything once the queue is empty."
+          "%s, and it removes everything once the queue is empty."
           % (automonitor.rule_name(settings.APP_NAME), automonitor.function_name(settings.APP_NAME),
-             RUNTIME, len(package()) / 1024.0, RATE_MINUTES))
+             RUNTIME, len(package()) / 1024.0, every()))

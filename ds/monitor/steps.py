@@ -9,7 +9,7 @@ import time
 
 from ds.core import wait
 from ds.core.aws import explain, unless_gone
-from ds.monitor import scalein
+from ds.monitor import scalein, scaleout
 from ds.operate import cost
 from ds.resources import alarms, boot, cluster, dashboard, fleet, logs, queue, records
 
@@ -93,8 +93,12 @@ class Run:
         if visible == 0 and in_flight == 0:
             self.total = max(total - self.duplicates(url), 0)
             return True
+        cheap = cheapest and time.time() - self.started > CHEAPEST_AFTER
+        if not cheap:  # --cheapest has stopped adding machines
+            scaleout.follow(self.ec2, self.ecs, self.s, self.fleet_id, self.per_machine,
+                            visible, in_flight)
         self.scalein.poll(visible, in_flight, running)
-        if cheapest and time.time() - self.started > CHEAPEST_AFTER:
+        if cheap:
             if fleet.scale_down(self.ec2, self.fleet_id, 1):
                 print("Cheapest mode: machines lost from now on are not replaced.")
         self.forget_gone_machines(running)

@@ -137,6 +137,14 @@ def set_desired_count(ecs, settings, count):
                                desiredCount=count)
 
 
+def raise_desired_count(ecs, settings, count):
+    """Ask for `count` tasks if the service asks for fewer. Never lowers it: ECS
+    would choose which tasks to stop, and might stop workers holding jobs."""
+    service = describe_service(ecs, settings)
+    if service and service["desiredCount"] < count:
+        set_desired_count(ecs, settings, count)
+
+
 def delete_service(ecs, settings):
     """Scale the service to 0 and delete it. Returns whether there was one."""
     if not describe_service(ecs, settings):

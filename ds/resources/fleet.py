@@ -208,18 +208,30 @@ def is_config_error(record):
     return info.get("EventSubType") in CONFIG_ERRORS
 
 
+def target(ec2, fleet_id):
+    """The machines the fleet asks for now, or None if it is gone."""
+    config = describe(ec2, fleet_id)
+    return config["SpotFleetRequestConfig"]["TargetCapacity"] if config else None
+
+
 def scale_down(ec2, fleet_id, capacity):
     """Lower the target capacity without terminating running machines."""
-    config = describe(ec2, fleet_id)
-    if not config:
-        return False
-    current = config["SpotFleetRequestConfig"]["TargetCapacity"]
-    if capacity >= current:
-        return False
-    with explain("scale down spot fleet %s" % fleet_id):
+    return _retarget(ec2, fleet_id, capacity, lambda new, old: new < old) is not None
+
+
+def scale_up(ec2, fleet_id, capacity):
+    """Raise the target capacity; returns the target it had, or None if unchanged."""
+    return _retarget(ec2, fleet_id, capacity, lambda new, old: new > old)
+
+
+def _retarget(ec2, fleet_id, capacity, wanted):
+    current = target(ec2, fleet_id)
+    if current is None or not wanted(capacity, current):
+        return None
+    with explain("change the target of spot fleet %s to %d" % (fleet_id, capacity)):
         ec2.modify_spot_fleet_request(SpotFleetRequestId=fleet_id, TargetCapacity=capacity,
                                       ExcessCapacityTerminationPolicy="noTermination")
-    return True
+    return current
 
 
 def cancel(ec2, fleet_id):

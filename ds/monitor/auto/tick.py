@@ -1,7 +1,7 @@
 """The automatic monitor: one look at a run per tick, its state in the bucket.
 
-A schedule (EventBridge) calls `handler` in a Lambda function every few
-minutes; `python run.py local` and `python run.py monitor` on an
+A schedule (EventBridge) calls `handler` in a Lambda function every minute;
+`python run.py local` and `python run.py monitor` on an
 auto-monitored run call `tick` on their own timer. Every tick is the same:
 read the run's monitor file from s3://AWS_BUCKET/monitors/APP_NAME.json,
 take one look at the run (progress, scale-in, alarms of gone machines), or,
@@ -23,7 +23,8 @@ from ds.monitor import steps
 from ds.monitor.auto import function, state
 from ds.resources import outcome
 
-TICK_BUDGET = 120   # seconds of teardown steps per tick; the function may run 300
+TICK_BUDGET = 45    # seconds of teardown steps per tick, so that a tick is mostly over
+                    # before the next (install.RATE_MINUTES); the function may run 300
 PATIENCE = 60       # seconds one AWS call of a tick is retried while AWS fails it
 
 
