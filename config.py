@@ -40,7 +40,7 @@ JOB_RETRIES = 3                          # failures of a job's tool before it go
 
 # ---- Logs, monitoring -----------------------------------------------------
 LOG_GROUP_NAME = APP_NAME                # CloudWatch log group; one stream per job
-MONITOR_TIME = 60                        # seconds between the monitor's looks; idle machines end after two looks once no job is left to hand out
+MONITOR_TIME = 60                        # seconds between the monitor's looks; once no job is left to hand out, idle machines end at the next look
 AUTO_MONITOR = 'True'                    # True: the run watches and removes itself on AWS (a Lambda function every minute); False: run monitor yourself
 CREATE_DASHBOARD = 'True'                # build a CloudWatch dashboard for the run
 CLEAN_DASHBOARD = 'True'                 # delete that dashboard when the run ends

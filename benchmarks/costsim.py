@@ -10,10 +10,10 @@ durations, and the spot lifetime of the k-th machine launched):
          nothing. It asks for every machine of the scenario, and its service
          does not drain spot machines.
   ours   the scale-in (ds/monitor/scalein.py): once nothing is visible, lowers
-         the target to the busy machines and ends machines idle on two looks in
-         a row; the fleet asks for no more machines than the jobs fill
-         (ds/monitor/scaleout.py); the service drains a machine at its spot
-         notice (its minimum healthy percent is 0: ds/resources/cluster.py).
+         the target to the busy machines and ends the idle ones; the fleet
+         asks for no more machines than the jobs fill (ds/monitor/scaleout.py);
+         the service drains a machine at its spot notice (its minimum healthy
+         percent is 0: ds/resources/cluster.py).
          Under the laptop monitor it looks every MONITOR_TIME (60 s), under
          the automatic monitor at its schedule's rate (monitor/install.py).
 
@@ -127,7 +127,6 @@ class Run:
         self.done = 0
         self.last_done = 0.0
         self.slot_seconds = 0.0
-        self.idle_before = set()
         self.polls = 0
         self.finished = False
 
@@ -266,7 +265,6 @@ class Run:
             return
         self.at(self.now + self.p.poll, "poll")
         if self.visible or self.polls % self.p.downscale_every:
-            self.idle_before = set()
             return
         rule = self.p.rule
         if rule == "new":
@@ -275,13 +273,9 @@ class Run:
                 rule = "old"   # jobs on dead machines: the records cannot vouch for them
             else:
                 self.target = min(self.target, len(busy))
-                idle = {m for m in self.alive if not m.jobs}
-                ended = idle & self.idle_before   # idle on this poll and the one before
-                for m in sorted(ended, key=lambda m: m.id):
-                    self.end(m)
-                self.idle_before = idle - ended
+                for m in sorted(self.alive - set(busy), key=lambda m: m.id):
+                    self.end(m)   # idle at this look
                 return
-        self.idle_before = set()
         if rule == "ds":
             if self.in_flight < len(self.alive):
                 self.target = self.in_flight

@@ -42,12 +42,12 @@ def test_one_machine_two_jobs_teardown_at_the_first_empty_poll():
     assert r[NEW]["utilization"] == pytest.approx(200 / 300.0)
 
 
-def test_new_policy_ends_the_idle_machine_after_two_polls():
-    # m0 finishes at 100; polls at 120 (idle once) and 180 (twice: ended).
-    # m1 finishes at 1000; teardown at the poll at 1020. The old policies leave m0
+def test_ours_ends_the_idle_machine_at_the_next_look():
+    # m0 finishes at 100 and is ended at the look at 120.
+    # m1 finishes at 1000; teardown at the look at 1020. The old policies leave m0
     # to its idle alarm (100 + 1200 = 1300), which comes after the teardown.
     r = simulate([100, 1000], machines=2, slots=1, boot=0)
-    assert seconds(r[NEW], "paid_h") == 180 + 1020
+    assert seconds(r[NEW], "paid_h") == 120 + 1020
     assert seconds(r[OLD], "paid_h") == 1020 + 1020
     assert seconds(r[DS], "paid_h") == 1020 + 1020
     assert all(seconds(r[p], "occupied_h") == 1100 for p in r)
@@ -59,11 +59,11 @@ def test_ds_target_in_jobs_replaces_machines_its_idle_alarm_ends():
     #     so the target stays 2, and each machine the alarm ends (1300, 2500) is
     #     replaced by one that idles too: 1300 + 3000 + 1200 + 500
     # old: target 1 machine, m0 ends by its alarm at 1300: 1300 + 3000
-    # new: m0 ends at the poll at 180: 180 + 3000
+    # ours: m0 ends at the look at 120: 120 + 3000
     r = simulate([100, 100, 3000, 3000], machines=2, slots=2, boot=0)
     assert seconds(r[DS], "paid_h") == 6000 and r[DS]["machines"] == 4
     assert seconds(r[OLD], "paid_h") == 4300 and r[OLD]["machines"] == 2
-    assert seconds(r[NEW], "paid_h") == 3180
+    assert seconds(r[NEW], "paid_h") == 3120
     assert all(seconds(r[p], "occupied_h") == 3100 for p in r)
 
 
@@ -110,11 +110,11 @@ def test_ours_asks_only_for_the_machines_the_jobs_fill():
 
 
 def test_five_minute_ticks_end_the_idle_machine_later():
-    # as in the two-poll test, but looks at 300, 600, 900, 1200: m0 (idle from 100)
-    # is idle once at 300 and ended at 600; m1 ends with the teardown at 1200
+    # as in the test above, but looks at 300, 600, 900, 1200: m0 (idle from 100)
+    # is ended at 300; m1 ends with the teardown at 1200
     r = simulate([100, 1000], machines=2, slots=1, boot=0)
-    assert seconds(r[AUTO5], "paid_h") == 600 + 1200
-    assert seconds(r[NEW], "paid_h") == 180 + 1020
+    assert seconds(r[AUTO5], "paid_h") == 300 + 1200
+    assert seconds(r[NEW], "paid_h") == 120 + 1020
 
 
 def test_the_automatic_monitor_is_simulated_at_its_shipped_rate():

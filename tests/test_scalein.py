@@ -47,23 +47,20 @@ FLEET = {
 
 # ---- the rule on plain values (hand-computed answers) ----------------------
 
-def test_decide_ends_only_machines_idle_on_two_polls():
+def test_decide_ends_the_idle_machines_and_asks_for_the_busy_ones():
     running = ["i-a", "i-b", "i-c", "i-d"]
     busy = {"i-a": 2, "i-b": 1}
-    # first poll: c and d idle, nothing idle before -> target 2, nothing ended yet
-    target, idle, end = scalein.decide(running, busy, 3, set())
-    assert (target, idle, end) == (2, {"i-c", "i-d"}, [])
-    # second poll: d still idle, c was busy in between -> only d ends
-    target, idle, end = scalein.decide(running, busy, 3, {"i-d", "i-x"})
-    assert (target, end) == (2, ["i-d"])
+    assert scalein.decide(running, busy, 3) == (2, ["i-c", "i-d"])
+    # every machine busy: nothing ends
+    assert scalein.decide(["i-a", "i-b"], busy, 3) == (2, [])
 
 
 def test_decide_falls_back_when_records_miss_jobs_in_flight():
     running = ["i-a", "i-b"]
-    assert scalein.decide(running, {"i-a": 1}, 2, {"i-b"})[0] is None
+    assert scalein.decide(running, {"i-a": 1}, 2) == (None, [])
     # a record of a machine outside the fleet does not count
-    assert scalein.decide(running, {"i-z": 5}, 1, {"i-b"})[0] is None
-    assert scalein.decide(running, {}, 1, set())[0] is None
+    assert scalein.decide(running, {"i-z": 5}, 1) == (None, [])
+    assert scalein.decide(running, {}, 1) == (None, [])
 
 
 def test_busy_records_older_than_a_lease_count_as_gone(boto):
@@ -158,11 +155,8 @@ def test_monitor_ends_idle_machines_and_keeps_the_busy_one(started_run, boto, ca
     settings, fleet_id, started, per_machine = run_settings(load(r["config"]), r["monitor_file"])
     run = Run(Session(settings), settings, fleet_id, started, per_machine, lambda text: None)
     assert run.poll(r["url"], False) is False
-    # first poll: the target drops to the busy machines; nothing ends yet
+    # the first look: the target drops to the busy machine, both idle machines end
     assert fleet_target(ec2, fleet_id) == 1
-    assert set(states(ec2, r["machines"]).values()) == {"running"}
-    run.poll(r["url"], False)
-    # second poll: both idle machines are ended, the busy one is not
     after = states(ec2, r["machines"])
     assert {m: after[m] for m in idle} == {m: "terminated" for m in idle}
     assert after[busy] == "running"

@@ -27,10 +27,10 @@ from ds.resources import automonitor, policies, roles
 
 RUNTIME = "python3.12"
 HANDLER = "ds.monitor.auto.tick.handler"
-# The schedule: one tick a minute, EventBridge's shortest rate. Idle machines end
-# after two ticks; 5-minute ticks paid ~4% more machine-hours on the 10,000-job
-# simulation and ~25% more on an oversized fleet (documentation/costs.md), while
-# ticking each minute costs about 4 cents a day (benchmarks/bench_automonitor.py).
+# The schedule: one tick a minute, EventBridge's shortest rate. An idle machine
+# ends at the next tick; 5-minute ticks paid ~1% more machine-hours on the
+# 10,000-job simulation and ~9% more on a fleet of 1,000 (documentation/costs.md),
+# while ticking each minute costs about 4 cents a day (benchmarks/bench_automonitor.py).
 RATE_MINUTES = 1
 TIMEOUT = 300             # seconds one tick may run (tick.TICK_BUDGET is less)
 MEMORY_MB = 256

@@ -58,11 +58,9 @@ def _tick(aws, s3, bucket, key, info, show, summary):
         return True
     fleet_id, started = info["MONITOR_FLEET_ID"], int(float(info["MONITOR_START_TIME"]))
     run = steps.Run(aws, s, fleet_id, started, s.jobs_per_machine, show)
-    run.scalein.idle_before = set(info.get("MONITOR_IDLE", []))
     run.machines = set(info.get("MONITOR_MACHINES", []))
     if info.get("MONITOR_TEARDOWN") is None:
         if not _watch(run, info):
-            info["MONITOR_IDLE"] = sorted(run.scalein.idle_before)
             info["MONITOR_MACHINES"] = sorted(run.machines)
             state.save(s3, bucket, key, info)
             return False
