@@ -77,6 +77,13 @@ def policies(tick_minutes=RATE_MINUTES):
             Policy("ours, automatic monitor", "new", 60.0 * tick_minutes, True, fit=True)]
 
 
+def machines_at_start(sc, policy):
+    """What the fleet asks for first: every machine, or (fit) those the jobs fill."""
+    if policy.fit:
+        return min(sc.machines, int(math.ceil(sc.jobs / float(sc.slots))))
+    return sc.machines
+
+
 class Draws:
     """The random part of a run, shared by every policy."""
 
@@ -117,8 +124,7 @@ class Run:
         self.now = 0.0
         self.events, self.seq = [], 0
         self.machines, self.alive = [], set()
-        self.target = (min(sc.machines, int(math.ceil(sc.jobs / float(sc.slots))))
-                       if policy.fit else sc.machines)
+        self.target = machines_at_start(sc, policy)
         self.visible = collections.deque(range(sc.jobs))
         self.in_flight = 0
         self.tokens = 0
@@ -350,12 +356,10 @@ def summarize(sc, seeds, chosen, pool):
         vs_calm = [c[i]["makespan_min"] / c[0]["makespan_min"] for _, c in results]
         mean = sum(r[i]["makespan_min"] for r, _ in results) / len(results)
         mean_ds = sum(r[0]["makespan_min"] for r, _ in results) / len(results)
-        out.append({"policy": policy.name,
-                    "machines": math.ceil(sc.jobs / float(sc.slots)) if policy.fit else sc.machines,
+        out.append({"policy": policy.name, "machines": machines_at_start(sc, policy),
                     "ratio": (min(r["ratio"] for r in rows), max(r["ratio"] for r in rows)),
                     "makespan": (min(vs), max(vs)), "mean_makespan": (mean, mean / mean_ds),
                     "calm_makespan": (min(vs_calm), max(vs_calm))})
-        out[-1]["machines"] = min(out[-1]["machines"], sc.machines)
     return out
 
 
@@ -385,19 +389,20 @@ def main(argv=None):
                    help="seeds, as FIRST-LAST (default 1-5) or one number")
     p.add_argument("--tick-minutes", type=int, default=RATE_MINUTES,
                    help="the automatic monitor's interval (default: the shipped %d)" % RATE_MINUTES)
-    p.add_argument("--jobs", type=int, help="a scenario of your own: this many jobs...")
-    p.add_argument("--median", type=float, default=300.0, help="...of this median in seconds")
-    p.add_argument("--machines", type=int, default=100)
-    p.add_argument("--slots", type=int, default=4, help="tasks x workers per machine")
-    p.add_argument("--interrupt-rate", type=float, default=0.05,
-                   help="share of machines interrupted per hour")
+    own = p.add_argument_group("a scenario of your own instead (unset: the first's value)")
+    own.add_argument("--jobs", type=int)
+    own.add_argument("--median", type=float, help="median job duration in seconds")
+    own.add_argument("--machines", type=int)
+    own.add_argument("--slots", type=int, help="tasks x workers per machine")
+    own.add_argument("--interrupt-rate", type=float, help="share of machines interrupted per hour")
     args = p.parse_args(argv)
     scenarios = SCENARIOS
-    if args.jobs:
+    knobs = {k: v for k, v in vars(args).items()
+             if k in ("jobs", "median", "machines", "slots", "interrupt_rate") and v is not None}
+    if knobs:
+        sc = Scenario(**knobs)
         scenarios = [Named("%d jobs x %g s, %d machines x %d slots" % (
-            args.jobs, args.median, args.machines, args.slots), jobs=args.jobs,
-            median=args.median, machines=args.machines, slots=args.slots,
-            interrupt_rate=args.interrupt_rate)]
+            sc.jobs, sc.median, sc.machines, sc.slots), **knobs)]
     base = scenarios[0]
     print("Seeds %d-%d. Durations log-normal (spread %.2f), %.0f%% of jobs take %gx; %.0f-min "
           "boot; %.0f%% of machines interrupted per hour unless said (%.0f s notice); %.0f-min "

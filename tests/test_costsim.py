@@ -117,10 +117,13 @@ def test_five_minute_ticks_end_the_idle_machine_later():
     assert seconds(r[NEW], "paid_h") == 120 + 1020
 
 
-def test_the_automatic_monitor_is_simulated_at_its_shipped_rate():
+def test_the_automatic_monitor_is_simulated_at_the_rate_its_schedule_is_given():
+    import re
     from ds.monitor import install
+    amount, unit = re.fullmatch(r"rate\((\d+) (minutes?|hours?)\)", install.schedule()).groups()
+    seconds_apart = int(amount) * (60 if unit.startswith("minute") else 3600)
     auto = costsim.policies()[2]
-    assert auto.poll == 60 * install.RATE_MINUTES and auto.fit and auto.drain
+    assert auto.poll == seconds_apart and auto.fit and auto.drain
 
 
 def test_the_documented_table_is_what_the_simulator_prints():

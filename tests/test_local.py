@@ -305,8 +305,8 @@ def test_a_spot_notice_on_the_last_machine_ends_the_run_in_one_line(user_env, tm
     assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
     assert result.stderr.strip().splitlines() == [
         "error: The spot notice ended the last machine, and the emulated fleet, unlike AWS's, "
-        "never replaces one; give --spot-notice a machine to spare (more --workers, or an "
-        "earlier AFTER)."], result.stdout + result.stderr
+        "never replaces one; give --spot-notice a machine to spare (more --workers and more "
+        "jobs than one machine runs at once, or an earlier AFTER)."], result.stdout + result.stderr
 
 
 def test_the_fleet_asks_for_the_machines_the_jobs_fill_and_more_as_jobs_come(tmp_path):

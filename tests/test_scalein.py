@@ -50,17 +50,42 @@ FLEET = {
 def test_decide_ends_the_idle_machines_and_asks_for_the_busy_ones():
     running = ["i-a", "i-b", "i-c", "i-d"]
     busy = {"i-a": 2, "i-b": 1}
-    assert scalein.decide(running, busy, 3) == (2, ["i-c", "i-d"])
+    assert scalein.decide(running, busy, busy, 3) == (2, ["i-c", "i-d"])
     # every machine busy: nothing ends
-    assert scalein.decide(["i-a", "i-b"], busy, 3) == (2, [])
+    assert scalein.decide(["i-a", "i-b"], busy, busy, 3) == (2, [])
 
 
 def test_decide_falls_back_when_records_miss_jobs_in_flight():
     running = ["i-a", "i-b"]
-    assert scalein.decide(running, {"i-a": 1}, 2) == (None, [])
+    assert scalein.decide(running, {"i-a": 1}, {"i-a": 1}, 2) == (None, [])
     # a record of a machine outside the fleet does not count
-    assert scalein.decide(running, {"i-z": 5}, 1) == (None, [])
-    assert scalein.decide(running, {}, 1) == (None, [])
+    assert scalein.decide(running, {"i-z": 5}, {"i-z": 5}, 1) == (None, [])
+    assert scalein.decide(running, {}, {}, 1) == (None, [])
+
+
+def test_a_dead_workers_record_does_not_make_up_for_a_missing_one():
+    # i-a: one worker renewed its record, one died a few minutes ago (its
+    # record still younger than a lease, not renewed); i-b holds a job whose record
+    # is not written yet. SQS counts 2 in flight: only 1 is vouched for, so nothing
+    # ends (i-b would have been ended had the dead record counted).
+    running = ["i-a", "i-b"]
+    assert scalein.decide(running, {"i-a": 2}, {"i-a": 1}, 2) == (None, [])
+    assert scalein.decide(running, {"i-a": 2}, {"i-a": 2}, 2) == (1, ["i-b"])
+
+
+def test_records_not_renewed_on_time_are_busy_but_do_not_vouch(boto):
+    from ds.core.settings import Settings
+    s3 = boto("s3")
+    s3.create_bucket(Bucket=BUCKET)
+    for k in ("busy/App/i-1/w1", "busy/App/i-1/w2"):
+        s3.put_object(Bucket=BUCKET, Key=k, Body=b"job")
+    settings = Settings(APP_NAME="App", AWS_BUCKET=BUCKET, SQS_MESSAGE_VISIBILITY=600)
+    scale = scalein.ScaleIn(None, s3, settings, "sfr-1", 1)
+    assert scale.busy() == ({"i-1": 2}, {"i-1": 2})
+    # the same records seen 300 s later: past a third of the lease plus the slack
+    # (260 s), still younger than the lease
+    later = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=300)
+    assert scale.busy(now=later) == ({"i-1": 2}, {})
 
 
 def test_busy_records_older_than_a_lease_count_as_gone(boto):

@@ -256,23 +256,27 @@ def test_start_cluster_rerun_finishes_a_start_cut_short(aws_env, tmp_path, boto)
              "AllocationStrategy": "lowestPrice", "Type": "maintain",
              "LaunchSpecifications": [{"ImageId": "ami-12c6146b", "KeyName": "k"}]}
     (tmp_path / "fleet.json").write_text(json.dumps(real_fleet(boto, fleet)))
-    submit(config, aws_env, tmp_path, 4)
+    submit(config, aws_env, tmp_path, 1)
     first = run_py(["--config", config, "startCluster", str(tmp_path / "fleet.json")],
                    aws_env, cwd=str(tmp_path))
     assert first.returncode == 0, first.stdout + first.stderr
     monitor_file = tmp_path / "files" / "RestartSpotFleetRequestId.json"
     info = json.loads(monitor_file.read_text())
     assert info["MONITOR_STARTUP_DONE"] is True
-    # As left by a start cut short before the workers were asked for.
+    # As left by a start cut short before the workers were asked for, its fleet
+    # meanwhile grown to 2 (a look of the monitor, for jobs submitted since)
     info["MONITOR_STARTUP_DONE"] = False
     monitor_file.write_text(json.dumps(info))
     aws = clients(aws_env["AWS_ENDPOINT_URL"])
     aws("ecs").update_service(cluster="default", service="RestartService", desiredCount=0)
+    aws("ec2").modify_spot_fleet_request(SpotFleetRequestId=info["MONITOR_FLEET_ID"],
+                                         TargetCapacity=2)
     again = run_py(["--config", config, "startCluster", str(tmp_path / "fleet.json")],
                    aws_env, cwd=str(tmp_path))
     assert again.returncode == 0, again.stdout + again.stderr
     assert "Finishing the start of spot fleet %s." % info["MONITOR_FLEET_ID"] in again.stdout
     service = aws("ecs").describe_services(cluster="default", services=["RestartService"])
+    # the fleet's target (2), not a recount of the queue (1 job: 1 machine)
     assert service["services"][0]["desiredCount"] == 2
     fleets = aws("ec2").describe_spot_fleet_requests()["SpotFleetRequestConfigs"]
     assert [f["SpotFleetRequestId"] for f in fleets] == [info["MONITOR_FLEET_ID"]]

@@ -227,7 +227,7 @@ class Launcher(threading.Thread):
             raise RuntimeError(
                 "The spot notice ended the last machine, and the emulated fleet, unlike "
                 "AWS's, never replaces one; give --spot-notice a machine to spare (more "
-                "--workers, or an earlier AFTER).")
+                "--workers and more jobs than one machine runs at once, or an earlier AFTER).")
 
     def _emptiest(self, machines):
         load = {m: 0 for m in machines}

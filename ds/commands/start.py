@@ -3,7 +3,7 @@ AUTO_MONITOR) the automatic monitor; refused before anything is billed if the
 account cannot run the fleet."""
 import datetime
 
-from ds.core import runfile
+from ds.core import runfile, wait
 from ds.core.aws import explain
 from ds.core.errors import UserError
 from ds.core.jsonfile import read_json
@@ -14,6 +14,7 @@ from ds.operate import cost
 from ds.resources import boot, cluster, dashboard, fleet, logs, queue
 
 STARTUP_TIMEOUT = 15 * 60   # how long startCluster waits for the fleet's machines
+SQS_COUNT_LAG = 60          # seconds SQS's message counts may trail a submission
 
 
 def refuse_second_fleet(ec2, monitor_path):
@@ -56,9 +57,7 @@ def machines_for_queue(aws, settings, unfinished):
     sqs = aws.client("sqs")
     url = queue.require_url(sqs, settings.SQS_QUEUE_NAME, settings.path)
     with explain("count the jobs in queue %s" % settings.SQS_QUEUE_NAME):
-        # SQS's counts may lag a submission by a minute; the total submitJob keeps
-        # on the queue does not
-        jobs = max(sum(queue.counts(sqs, url)), queue.submitted(sqs, url))
+        jobs = queued_jobs(sqs, url, settings)
     if not jobs:
         raise UserError("startCluster requested no machine: queue %s holds no job. Submit "
                         "jobs first (python run.py submitJob JOBFILE), then start the cluster."
@@ -71,6 +70,19 @@ def machines_for_queue(aws, settings, unfinished):
               % (jobs, "" if jobs == 1 else "s", settings.jobs_per_machine, machines,
                  settings.CLUSTER_MACHINES, settings.CLUSTER_MACHINES))
     return machines
+
+
+def queued_jobs(sqs, url, settings):
+    """The jobs in the queue. SQS's counts may trail a submission by up to a
+    minute: when they show none though submitJob has sent some (its running
+    total), they are read again for that minute."""
+    def count():
+        return sum(queue.counts(sqs, url))
+    jobs = count()
+    if jobs or not queue.submitted(sqs, url):
+        return jobs
+    return wait.until(count, "the jobs sent to queue %s to show in its counts"
+                      % settings.SQS_QUEUE_NAME, timeout=SQS_COUNT_LAG, fail=False) or 0
 
 
 def _request(aws, settings, ec2, config, path):
@@ -130,7 +142,7 @@ def start_cluster(aws, settings, path, timeout=STARTUP_TIMEOUT, monitor_path=Non
         install.start(aws, settings, monitor_path)
     logs.ensure_groups(aws.client("logs"), settings)
     tasks = machines * settings.TASKS_PER_MACHINE
-    cluster.set_desired_count(ecs, settings, tasks)
+    cluster.raise_desired_count(ecs, settings, tasks)  # a rerun never takes workers away
     print("Service %s asks for %d worker task%s." % (cluster.service_name(settings), tasks,
                                                     "" if tasks == 1 else "s"))
     if settings.CREATE_DASHBOARD:

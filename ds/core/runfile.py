@@ -47,6 +47,10 @@ def create(settings, fleet_id, path):
         "MONITOR_LOG_GROUP_NAME": settings.LOG_GROUP_NAME,
         "MONITOR_START_TIME": str(int(time.time())),
         "MONITOR_JOBS_PER_MACHINE": settings.jobs_per_machine,
+        # the run's size as started: the monitor grows the fleet up to it, and an
+        # edited config.py does not change a run under way
+        "MONITOR_CLUSTER_MACHINES": settings.CLUSTER_MACHINES,
+        "MONITOR_TASKS_PER_MACHINE": settings.TASKS_PER_MACHINE,
         "CLEAN_DASHBOARD": settings.CLEAN_DASHBOARD,
         "MONITOR_FINISHED": False,
         "MONITOR_STARTUP_DONE": False,  # set once the workers are asked for
@@ -81,6 +85,9 @@ def run_settings(settings, path):
         s["SQS_DEAD_LETTER_QUEUE"] = info["MONITOR_DEAD_LETTER_QUEUE"]
     if "CLEAN_DASHBOARD" in info:
         s["CLEAN_DASHBOARD"] = to_bool(info["CLEAN_DASHBOARD"], "CLEAN_DASHBOARD", path)
+    for knob in ("CLUSTER_MACHINES", "TASKS_PER_MACHINE"):
+        if "MONITOR_" + knob in info:  # files of older runs lack them
+            s[knob] = _number(info, "MONITOR_" + knob, path)
     per_machine = info.get("MONITOR_JOBS_PER_MACHINE", settings.jobs_per_machine)
     return (s, info["MONITOR_FLEET_ID"], _number(info, "MONITOR_START_TIME", path),
             _number(dict(info, MONITOR_JOBS_PER_MACHINE=per_machine),

@@ -13,21 +13,23 @@ of reading every job's log stream, and a dead worker's record expires by
 itself instead of leaving an unmatched START forever.
 
 The rule, each poll with nothing visible in the queue:
-  1. if the records do not account for every job SQS counts in flight
-     (workers without INSTANCE_ID, a record not yet written), fall back to
-     the old rule: lower the target to the machines the jobs in flight need,
-     terminating nothing;
+  1. if the records renewed on time (within a third of a lease, plus
+     RENEWAL_SLACK) do not account for every job SQS counts in flight
+     (workers without INSTANCE_ID, a record not yet written or not written
+     at all), fall back to the old rule: lower the target to the machines the
+     jobs in flight need, terminating nothing;
   2. otherwise lower the fleet's target to the number of busy machines
      (noTermination: the fleet replaces nothing we end), and terminate the
-     idle machines. A machine with a record is never terminated; the records
-     are listed again just before terminating.
+     idle ones. A machine with a record younger than a lease is never
+     terminated; the records are listed again just before terminating.
 
 Why at the first idle look, not the second: nothing is left to hand out,
 so an idle machine stays idle unless a job comes back (a failed try). Such a
 job is visible first (no scale-in at that look) or counted in flight without
-a record yet (rule 1), and the listing again just before terminating catches
-a worker that took it in between. Waiting a second look paid about a minute
-per machine: 1.23 to 1.25 times the busy hours instead of 1.18 to 1.19 on a
+a record yet (rule 1; a dead worker's record, not renewed, cannot make up
+for it), and the listing again just before terminating catches a worker
+that took it in between. Waiting a second look paid about a minute per
+machine: 1.23 to 1.25 times the busy hours instead of 1.18 to 1.19 on a
 fleet of 1,000 (documentation/costs.md).
 """
 import datetime
@@ -36,6 +38,7 @@ from ds.core.aws import explain
 from ds.resources import fleet
 
 PREFIX = "busy/"
+RENEWAL_SLACK = 60   # seconds a record's renewal may come late (a slow PUT, clock skew)
 
 
 def records_prefix(app_name):
@@ -54,25 +57,35 @@ def busy_records(s3, bucket, app_name, lease, now=None):
                 yield parts[0], obj["LastModified"]
 
 
-def busy_workers(s3, bucket, app_name, lease, now=None):
-    """{instance id: number of workers holding a job}, from fresh busy records."""
+def per_machine(records):
+    """{instance id: number of records} of (instance id, when written) pairs."""
     found = {}
-    for machine, _written in busy_records(s3, bucket, app_name, lease, now):
+    for machine, _written in records:
         found[machine] = found.get(machine, 0) + 1
     return found
 
 
-def decide(running, busy, in_flight):
+def busy_workers(s3, bucket, app_name, lease, now=None):
+    """{instance id: number of workers holding a job}, from fresh busy records."""
+    return per_machine(busy_records(s3, bucket, app_name, lease, now))
+
+
+def decide(running, busy, vouching, in_flight):
     """The rule itself, on plain values.
 
-    running: machine ids in the fleet; busy: {machine id: workers with a job};
-    in_flight: jobs SQS counts as taken.
+    running: machine ids in the fleet; busy: {machine id: workers with a record
+    younger than a lease} (such a machine is never ended); vouching: the same,
+    of records renewed on time (a live worker rewrites its record every third of
+    a lease), the only ones that vouch for a job SQS counts in flight: a dead
+    worker's record, still younger than a lease, must not make up for a record
+    not yet written. in_flight: jobs SQS counts as taken.
     Returns (target or None for "fall back", machines to end).
     """
-    busy_here = {m: n for m, n in busy.items() if m in running}
-    if sum(busy_here.values()) < in_flight or not busy_here:
+    busy_here = {m for m in busy if m in running}
+    vouched = sum(n for m, n in vouching.items() if m in running)
+    if vouched < in_flight or not busy_here:
         return None, []
-    return len(busy_here), sorted(set(running) - set(busy_here))
+    return len(busy_here), sorted(set(running) - busy_here)
 
 
 class ScaleIn:
@@ -82,17 +95,23 @@ class ScaleIn:
         self.ec2, self.s3, self.s = ec2, s3, settings
         self.fleet_id, self.per_machine = fleet_id, per_machine
 
-    def busy(self):
+    def busy(self, now=None):
+        """({machine: workers with a job}, {machine: those renewed on time})."""
+        lease = self.s.SQS_MESSAGE_VISIBILITY
+        now = now or datetime.datetime.now(datetime.timezone.utc)
         with explain("list the busy records in s3://%s/%s"
                      % (self.s.AWS_BUCKET, records_prefix(self.s.APP_NAME))):
-            return busy_workers(self.s3, self.s.AWS_BUCKET, self.s.APP_NAME,
-                                self.s.SQS_MESSAGE_VISIBILITY)
+            records = list(busy_records(self.s3, self.s.AWS_BUCKET, self.s.APP_NAME, lease,
+                                        now))
+        on_time = [(m, written) for m, written in records
+                   if (now - written).total_seconds() <= lease / 3.0 + RENEWAL_SLACK]
+        return per_machine(records), per_machine(on_time)
 
     def poll(self, visible, in_flight, running):
         """One step; call it on every poll of the monitor."""
         if visible or not in_flight:
             return  # work to hand out, or none left at all (the teardown's part)
-        target, to_end = decide(running, self.busy(), in_flight)
+        target, to_end = decide(running, *self.busy(), in_flight=in_flight)
         if target is None:
             need = fleet.machines_needed(in_flight, self.per_machine)
             if fleet.scale_down(self.ec2, self.fleet_id, need):
@@ -107,7 +126,7 @@ class ScaleIn:
 
     def end(self, machines):
         # A retried job may have reached one of them since the listing.
-        now_busy = self.busy()
+        now_busy = self.busy()[0]
         machines = [m for m in machines if m not in now_busy]
         if not machines:
             return

@@ -17,13 +17,18 @@ def machines_for(jobs, settings, per_machine=None):
 
 
 def follow(ec2, ecs, settings, fleet_id, per_machine, visible, in_flight):
-    """One look: raise the target if the jobs queued and running need more machines."""
+    """One look: raise the target if the jobs queued and running need more machines,
+    and the service's tasks to match the target (on every look: one cut short
+    between the two must not leave machines without workers)."""
     if not visible:
         return
+    asked = fleet.target(ec2, fleet_id)
+    if asked is None:
+        return  # the fleet is gone: the run is ending
     want = machines_for(visible + in_flight, settings, per_machine)
-    was = fleet.scale_up(ec2, fleet_id, want)
-    if was is None:
-        return
-    cluster.raise_desired_count(ecs, settings, want * settings.TASKS_PER_MACHINE)
-    print("%d jobs queued or running: the fleet now asks for %d machines (was %d; at most "
-          "CLUSTER_MACHINES %d)." % (visible + in_flight, want, was, settings.CLUSTER_MACHINES))
+    if want > asked and fleet.scale_up(ec2, fleet_id, want) is not None:
+        print("%d jobs queued or running: the fleet now asks for %d machines (was %d; at "
+              "most CLUSTER_MACHINES %d)." % (visible + in_flight, want, asked,
+                                              settings.CLUSTER_MACHINES))
+        asked = want
+    cluster.raise_desired_count(ecs, settings, asked * settings.TASKS_PER_MACHINE)

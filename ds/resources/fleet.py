@@ -224,9 +224,15 @@ def scale_up(ec2, fleet_id, capacity):
     return _retarget(ec2, fleet_id, capacity, lambda new, old: new > old)
 
 
-def _retarget(ec2, fleet_id, capacity, wanted):
-    current = target(ec2, fleet_id)
-    if current is None or not wanted(capacity, current):
+def _retarget(ec2, fleet_id, capacity, change):
+    config = describe(ec2, fleet_id)
+    # AWS changes the target of an active "maintain" fleet only (a "request"
+    # fleet's is fixed; a fleet still "modifying" takes it at a later look)
+    if (not config or config.get("SpotFleetRequestState") != "active"
+            or config["SpotFleetRequestConfig"].get("Type", "maintain") != "maintain"):
+        return None
+    current = config["SpotFleetRequestConfig"]["TargetCapacity"]
+    if not change(capacity, current):
         return None
     with explain("change the target of spot fleet %s to %d" % (fleet_id, capacity)):
         ec2.modify_spot_fleet_request(SpotFleetRequestId=fleet_id, TargetCapacity=capacity,
@@ -254,8 +260,9 @@ def machines_needed(jobs, jobs_per_machine):
     return int(math.ceil(float(jobs) / jobs_per_machine))
 
 
-def wait_for_machines(ec2, fleet_id, target, started, timeout, quiet_history=False):
-    """Wait until the fleet runs `target` machines; report every error event once.
+def wait_for_machines(ec2, fleet_id, wanted, started, timeout, quiet_history=False):
+    """Wait until the fleet runs `wanted` machines (or as many as it asks for now, if
+    fewer; none once it is gone); report every error event once.
 
     A configuration error cancels the request and raises UserError naming the
     field; a capacity shortage is reported and the wait goes on. Returns the
@@ -281,10 +288,14 @@ def wait_for_machines(ec2, fleet_id, target, started, timeout, quiet_history=Fal
                 raise UserError("The spot fleet cannot start (%s); fix %s and run "
                                 "startCluster again. The request was cancelled."
                                 % (describe_event(record).rstrip("."), field_to_fix(record)))
+        # the monitor may lower the target meanwhile, or end the run altogether
+        now_asked = target(ec2, fleet_id)
+        if now_asked is None:
+            return True
         state["running"] = len(instances(ec2, fleet_id))
-        return state["running"] >= target
+        return state["running"] >= min(wanted, now_asked)
 
     if not wait.until(check, "machines", timeout=timeout, longest=30, fail=False):
         print("%d of %d machines are running after %d s; the fleet keeps asking for the "
-              "rest, and monitor takes it from here." % (state["running"], target, timeout))
+              "rest, and monitor takes it from here." % (state["running"], wanted, timeout))
     return state["running"]
