@@ -153,3 +153,29 @@ def test_a_look_at_a_fleet_that_is_gone_changes_nothing(grow):
                                                 TerminateInstances=True)
     grow.look()
     assert grow.tasks() == 4
+
+
+def test_start_rereads_counts_that_trail_a_submission(aws_env, boto, monkeypatch):
+    """SQS's counts may show none for a while after a submission; submitJob's running
+    total says jobs were sent, so startCluster reads the counts again (here the jobs
+    show after a second), and gives up after SQS_COUNT_LAG with none."""
+    import threading
+    from ds.commands import start
+    from ds.core.settings import Settings
+    from ds.resources import queue
+    sqs = boto("sqs")
+    url = sqs.create_queue(QueueName="LagQueue")["QueueUrl"]
+    queue.add_submitted(sqs, url, 3)   # as submitJob records it; the messages not yet seen
+    settings = Settings(SQS_QUEUE_NAME="LagQueue")
+    late = threading.Timer(1.0, lambda: [sqs.send_message(QueueUrl=url, MessageBody=str(i))
+                                         for i in range(3)])
+    late.start()
+    try:
+        assert start.queued_jobs(sqs, url, settings) == 3
+    finally:
+        late.join()
+    sqs.purge_queue(QueueUrl=url)
+    monkeypatch.setattr(start, "SQS_COUNT_LAG", 2)
+    began = time.monotonic()
+    assert start.queued_jobs(sqs, url, settings) == 0
+    assert time.monotonic() - began >= 1   # it did read again before giving up
