@@ -57,7 +57,7 @@ def busy_records(s3, bucket, app_name, lease, now=None):
                 yield parts[0], obj["LastModified"]
 
 
-def per_machine(records):
+def count_by_machine(records):
     """{instance id: number of records} of (instance id, when written) pairs."""
     found = {}
     for machine, _written in records:
@@ -67,7 +67,7 @@ def per_machine(records):
 
 def busy_workers(s3, bucket, app_name, lease, now=None):
     """{instance id: number of workers holding a job}, from fresh busy records."""
-    return per_machine(busy_records(s3, bucket, app_name, lease, now))
+    return count_by_machine(busy_records(s3, bucket, app_name, lease, now))
 
 
 def decide(running, busy, vouching, in_flight):
@@ -105,13 +105,14 @@ class ScaleIn:
                                         now))
         on_time = [(m, written) for m, written in records
                    if (now - written).total_seconds() <= lease / 3.0 + RENEWAL_SLACK]
-        return per_machine(records), per_machine(on_time)
+        return count_by_machine(records), count_by_machine(on_time)
 
     def poll(self, visible, in_flight, running):
         """One step; call it on every poll of the monitor."""
         if visible or not in_flight:
             return  # work to hand out, or none left at all (the teardown's part)
-        target, to_end = decide(running, *self.busy(), in_flight=in_flight)
+        busy, vouching = self.busy()
+        target, to_end = decide(running, busy, vouching, in_flight)
         if target is None:
             need = fleet.machines_needed(in_flight, self.per_machine)
             if fleet.scale_down(self.ec2, self.fleet_id, need):
