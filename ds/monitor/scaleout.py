@@ -16,15 +16,13 @@ def machines_for(jobs, settings, per_machine=None):
     return min(settings.CLUSTER_MACHINES, fleet.machines_needed(jobs, per_machine))
 
 
-def follow(ec2, ecs, settings, fleet_id, per_machine, visible, in_flight):
-    """One look: raise the target if the jobs queued and running need more machines,
-    and the service's tasks to match the target (on every look: one cut short
-    between the two must not leave machines without workers)."""
-    if not visible:
+def follow(ec2, ecs, settings, fleet_id, asked, per_machine, visible, in_flight):
+    """One look: raise the target (`asked`, as the look read it; None once the fleet
+    is gone) if the jobs queued and running need more machines, and the service's
+    tasks to match the target (on every look: one cut short between the two must
+    not leave machines without workers)."""
+    if not visible or asked is None:
         return
-    asked = fleet.target(ec2, fleet_id)
-    if asked is None:
-        return  # the fleet is gone: the run is ending
     want = machines_for(visible + in_flight, settings, per_machine)
     if want > asked and fleet.scale_up(ec2, fleet_id, want) is not None:
         print("%d jobs queued or running: the fleet now asks for %d machines (was %d; at "

@@ -66,12 +66,17 @@ class Run:
                         or (self.s.CLEAN_DASHBOARD
                             and dashboard.exists(self.cloudwatch, self.s.APP_NAME)))
 
-    def running_machines(self):
-        if not fleet.describe(self.ec2, self.fleet_id):
-            return []
+    def fleet_now(self):
+        """(the machines the fleet asks for, None once it is gone; its running machines)."""
+        described = fleet.describe(self.ec2, self.fleet_id)
+        if not described:
+            return None, []
         ids = fleet.instances(self.ec2, self.fleet_id)
         self.machines.update(ids)
-        return ids
+        return described["SpotFleetRequestConfig"]["TargetCapacity"], ids
+
+    def running_machines(self):
+        return self.fleet_now()[1]
 
     def forget_gone_machines(self, running):
         """Delete the idle alarms of machines that are no longer in the fleet."""
@@ -85,7 +90,7 @@ class Run:
             visible, in_flight = queue.counts(self.sqs, url)
             dead = self.dead_letters()
             total = self.total = queue.submitted(self.sqs, url)
-            running = self.running_machines()
+            asked, running = self.fleet_now()
         done = max(total - visible - in_flight - dead, 0)
         self.show("%d queued, %d running, %d done, %d failed (dead-letter queue); %d machine%s"
                   % (visible, in_flight, done, dead, len(running),
@@ -95,8 +100,8 @@ class Run:
             return True
         cheap = cheapest and time.time() - self.started > CHEAPEST_AFTER
         if not cheap:  # --cheapest has stopped adding machines
-            scaleout.follow(self.ec2, self.ecs, self.s, self.fleet_id, self.per_machine,
-                            visible, in_flight)
+            scaleout.follow(self.ec2, self.ecs, self.s, self.fleet_id, asked,
+                            self.per_machine, visible, in_flight)
         self.scalein.poll(visible, in_flight, running)
         if cheap:
             if fleet.scale_down(self.ec2, self.fleet_id, 1):
